@@ -127,6 +127,11 @@ class Var(Expr):
     name: str
     type: DataType = I32
 
+    # Identity, not structure: Expr's generated __eq__ would make every Var
+    # with the same fields equal, and scalar environments are keyed by Var.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
     @property
     def dtype(self) -> DataType:
         return self.type
