@@ -15,6 +15,7 @@ from .errors import (
     TLTypeError,
 )
 from .ir.dtypes import DataType, dtype, pack, unpack
+from .frontend.compile import compile
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,137 @@
+"""`tl.compile`: TL source or path -> a Module of callable kernels.
+
+Stages are kept on the module (Triton's CompiledKernel.asm does the same), so
+`mod.source("ast")`, `mod.source("vm")` and the backend stages can be read
+without running anything.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..errors import TLCompileError, TLError, TLTargetError
+from ..ir import vm
+from ..ir.printer import format_program
+from ..runtime.target import Target, parse_target
+from . import ast
+from .ast_printer import format_ast
+from .builder import build_program
+from .parser import parse
+
+_parse_cache: dict[tuple[str, str], ast.Module] = {}
+_parse_lock = threading.Lock()
+
+
+def _read_source(source_or_path: Any) -> tuple[str, str]:
+    """(text, filename). A Path, or a string naming an existing .tl file, is read."""
+    if isinstance(source_or_path, os.PathLike) or (
+            isinstance(source_or_path, str) and "\n" not in source_or_path
+            and source_or_path.endswith(".tl")):
+        path = Path(source_or_path)
+        try:
+            return path.read_text(), str(path)
+        except OSError as e:
+            raise TLError(f"cannot read TL source {str(path)!r}: {e.strerror}") from None
+    if not isinstance(source_or_path, str):
+        raise TLError(f"tl.compile takes TL source text or a path, got {type(source_or_path).__name__}")
+    return source_or_path, "<string>"
+
+
+def parse_cached(text: str, filename: str) -> ast.Module:
+    key = (text, filename)
+    with _parse_lock:
+        hit = _parse_cache.get(key)
+    if hit is None:
+        hit = parse(text, filename)
+        with _parse_lock:
+            _parse_cache[key] = hit
+    return hit
+
+
+class Kernel:
+    """One compiled kernel: call it with the kernel's arguments."""
+
+    def __init__(self, vm_kernel: vm.Kernel, target: Target):
+        self.vm = vm_kernel
+        self.target = target
+        self._impl = None
+
+    @property
+    def name(self) -> str:
+        return self.vm.name
+
+    def _backend(self):
+        if self._impl is None:
+            from ..backends import build_kernel
+            self._impl = build_kernel(self.vm, self.target)
+        return self._impl
+
+    def __call__(self, *args, **kwargs):
+        return self._backend()(*args, **kwargs)
+
+    def source(self, stage: str) -> str:
+        return self._backend().source(stage)
+
+    def __repr__(self) -> str:
+        return f"<tl kernel {self.name} for {self.target}>"
+
+
+class Module:
+    """The kernels of one TL source, compiled for one target."""
+
+    def __init__(self, module_ast: ast.Module, program: vm.Program, target: Target):
+        self.ast = module_ast
+        self.program = program
+        self.target = target
+        self.kernels = {k.name: Kernel(k, target) for k in program.kernels}
+
+    def __getitem__(self, name: str) -> Kernel:
+        try:
+            return self.kernels[name]
+        except KeyError:
+            raise TLError(f"no kernel named {name!r}; this module has "
+                          f"{', '.join(self.kernels) or 'none'}") from None
+
+    def __getattr__(self, name: str) -> Kernel:
+        kernels = self.__dict__.get("kernels", {})
+        if name in kernels:
+            return kernels[name]
+        raise AttributeError(f"module has no kernel {name!r}; it has {', '.join(kernels) or 'none'}")
+
+    def __iter__(self):
+        return iter(self.kernels.values())
+
+    def source(self, stage: str) -> str:
+        if stage == "ast":
+            return format_ast(self.ast)
+        if stage == "vm":
+            return format_program(self.program)
+        texts = [f"// kernel {k.name}\n{k.source(stage)}" for k in self.kernels.values()]
+        return "\n".join(texts)
+
+
+def compile(source_or_path: Any, target: str = "cpu", **constants) -> Module:
+    """Compile TL source (text or a path to a .tl file) for `target`.
+
+    Keyword arguments set compile-time parameters, e.g. WT="u3", BN=64.
+    Every failure is a TLError; anything else escaping is a compiler bug and
+    is reported as TLCompileError.
+    """
+    try:
+        tgt = parse_target(target)
+        text, filename = _read_source(source_or_path)
+        module_ast = parse_cached(text, filename)
+        program = build_program(module_ast, constants, text, filename)
+        return Module(module_ast, program, tgt)
+    except TLError:
+        raise
+    except RecursionError:
+        raise TLCompileError("the program is nested too deeply to compile") from None
+    except Exception as e:  # a compiler bug: never let a raw traceback through
+        raise TLCompileError(f"internal compiler error ({type(e).__name__}: {e}); "
+                             f"please report this with the kernel source") from e
+
+
+__all__ = ["compile", "Module", "Kernel", "TLTargetError"]
