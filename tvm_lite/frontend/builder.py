@@ -548,6 +548,10 @@ class KernelBuilder:
         return vm.Binary(_SCALAR_OPS[op], ea, eb, result)
 
 
+def _article(word: str) -> str:
+    return "an" if word[0] in "aefhilmnorsx" else "a"   # by sound: "an i32", "an f16", "a u4"
+
+
 def describe(v: Any) -> str:
     if v is BLOCK:
         return "'block'"
@@ -560,7 +564,7 @@ def describe(v: Any) -> str:
     if isinstance(v, DataType):
         return f"the dtype {v.name}"
     if isinstance(v, vm.RegisterTensor):
-        return f"a {v.dtype.name}{list(v.shape)} tile"
+        return f"{_article(v.dtype.name)} {v.dtype.name}{list(v.shape)} tile"
     if isinstance(v, vm.SharedTensor):
         return f"the shared tensor {v.dtype.name}{list(v.shape)}"
     if isinstance(v, vm.GlobalTensor):
@@ -568,7 +572,7 @@ def describe(v: Any) -> str:
     if isinstance(v, vm.Pointer):
         return f"the pointer '{v.name}'"
     if isinstance(v, vm.Expr):
-        return f"a {v.dtype.name} scalar"
+        return f"{_article(v.dtype.name)} {v.dtype.name} scalar"
     if isinstance(v, tuple):
         return f"a list of {len(v)}"
     return type(v).__name__

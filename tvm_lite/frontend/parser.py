@@ -286,7 +286,10 @@ _EXPR_STARTS = {"NAME", "INT", "FLOAT", "LPAR", "LSQB", "MINUS", "TILDE", "PLUS"
 def _expected_words(expected: set[str], parser: Lark) -> str:
     expected = set(expected)
     words = []
-    if len(expected & _EXPR_STARTS) >= 3:
+    if "NAME" not in expected and "_NEWLINE" in expected and len(expected) > 6:
+        # After a complete operand: anything that may follow it would do.
+        return "an operator or the end of the line"
+    if "NAME" in expected and len(expected & _EXPR_STARTS) >= 3:
         words.append("an expression")
         expected -= _EXPR_STARTS
     described = sorted({_describe_terminal(e, parser) for e in expected})
@@ -392,7 +395,7 @@ def _convert(err: UnexpectedInput, source: str, filename: str, parser: Lark) -> 
     block_opener = _missing_block(source, line)
     if block_opener is not None:
         msg = f"expected an indented block after the ':' on line {block_opener}"
-    elif set(err.expected) <= {"AT", "$END", "_NEWLINE"}:
+    elif set(err.expected) <= {"AT", "$END", "_NEWLINE"} and column == 1:
         msg = f"unexpected {_describe_token(tok)}; top-level code must be a kernel: '@kernel(...)' then 'def'"
     elif tok.type == "_INDENT":
         msg = "unexpected indent"
