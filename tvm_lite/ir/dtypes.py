@@ -202,13 +202,15 @@ def _encode_magnitude(a: np.ndarray, dt: DataType) -> np.ndarray:
     q = man64 >> shift
     rem = man64 - (q << shift)
     half = np.where(shift > 0, np.uint64(1) << (shift - np.uint64(1)), np.uint64(0))
-    round_up = (rem > half) | ((rem == half) & (shift > 0) & ((q & np.uint64(1)) == 1))
-    q = q + round_up.astype(np.uint64)
     # q includes the implicit bit for normals: pattern = (exp << m) + (q - 2^m),
     # which also carries correctly when rounding overflows the mantissa.
     pattern = np.where(target_exp > 0,
                        (target_exp.astype(np.uint64) << np.uint64(m)) + q - np.uint64(1 << m),
                        q)
+    # Ties go to the even *pattern* (the mantissa's last bit, or the exponent's
+    # when there are no mantissa bits).
+    round_up = (rem > half) | ((rem == half) & (shift > 0) & ((pattern & np.uint64(1)) == 1))
+    pattern = pattern + round_up.astype(np.uint64)
     pattern = np.where(a == 0, np.uint64(0), pattern)
     return np.minimum(pattern, np.uint64(dt.max_bits))
 
