@@ -165,6 +165,8 @@ MALFORMED = [
     ("    t = 1 // 0\n", tl.TLTypeError, 3, 9, "division by zero"),
     ("    t = view(zeros(u8, [3]), u16)\n", tl.TLTypeError, 3, 30, "not a multiple"),
     ("    3\n", tl.TLTypeError, 3, 5, "does nothing"),
+    ("    t = annotate(load(x, [0], [64]), spatial(32))\n", tl.TLTypeError, 3, 38, "the layout covers [32]"),
+    ("    t = annotate(load(x, [0], [64]), spatial(32).wide(2))\n", tl.TLTypeError, 3, 38, "not 'wide'"),
 ]
 
 

@@ -290,3 +290,19 @@ def aw(n: i32, y: f32[32]):
     y = poisoned(32, np.float32)
     run(src, 10, y)
     np.testing.assert_array_equal(y, np.where(np.arange(32) < 10, 2.5, np.arange(32)))
+
+
+def test_annotate_pins_layouts_without_changing_values(rng):
+    src = """
+@kernel(warps=1)
+def k(x: f32[16, 16], y: f32[16, 16]):
+    t = annotate(load(x, [0, 0], [16, 16]), column_local(2, 2).spatial(8, 4).local(1, 2))
+    store(y, annotate(t, spatial(16, 2) * local(1, 8)), [0, 0])
+"""
+    mod = tl.compile(src, target="interp")
+    layouts = [s.layout for s in mod.program.kernels[0].body if isinstance(s, tl.ir.vm.Annotate)]
+    assert layouts[0] == tl.ir.layout.mma_m16n8k16_a()
+    x = rng.standard_normal((16, 16)).astype(np.float32)
+    y = poisoned((16, 16), np.float32)
+    mod.k(x, y)
+    np.testing.assert_array_equal(y, x)

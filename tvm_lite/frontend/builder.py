@@ -27,6 +27,7 @@ from typing import Any
 from ..errors import TLTypeError
 from ..ir import vm
 from ..ir.dtypes import DataType, dtype
+from ..ir.layout import RegisterLayout
 from ..ir.verifier import verify_program
 from . import ast
 from .parser import location
@@ -470,7 +471,12 @@ class KernelBuilder:
         raise self.error(e, "indexing is not part of TL; use load/store for memory and slice(...) for tiles")
 
     def expr_Call(self, e: ast.Call) -> Any:
-        from .builder_calls import call_builtin
+        from .builder_calls import call_builtin, layout_call
+        if isinstance(e.func, ast.Attribute):
+            base = self.expr(e.func.value)
+            if isinstance(base, RegisterLayout):
+                return layout_call(self, base, e.func.attr, e)
+            raise self.error(e.func, f"{describe(base)} has no methods")
         if not isinstance(e.func, ast.Name):
             raise self.error(e.func, "only built-in functions can be called")
         return call_builtin(self, e)
@@ -504,6 +510,8 @@ class KernelBuilder:
         raise self.error(node, f"'{op}' does not apply to {describe(x)}")
 
     def binary(self, op: str, a: Any, b: Any, node: Any) -> Any:
+        if isinstance(a, RegisterLayout) and isinstance(b, RegisterLayout) and op == "*":
+            return a * b
         if isinstance(a, vm.RegisterTensor) or isinstance(b, vm.RegisterTensor):
             from .builder_calls import tile_elementwise
             return tile_elementwise(self, _ELEMENT_OPS[op], (a, b), node)
@@ -575,6 +583,8 @@ def describe(v: Any) -> str:
         return f"{_article(v.dtype.name)} {v.dtype.name} scalar"
     if isinstance(v, tuple):
         return f"a list of {len(v)}"
+    if isinstance(v, RegisterLayout):
+        return f"the layout {v!r}"
     return type(v).__name__
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+from ..ir import layout as layout_algebra
 from ..ir import vm
 from ..ir.dtypes import DataType
+from ..ir.layout import RegisterLayout
 from . import ast
 from .builder import BLOCK, describe, is_const, is_scalar
 
@@ -106,6 +108,8 @@ def call_builtin(b, call: ast.Call) -> Any:
         raise b.error(call.func, f"'{name}' is a value, not a function")
     if name == "range":
         raise b.error(call, "range(...) is only allowed as the iterable of a for loop")
+    if name in LAYOUT_METHODS:
+        return layout_call(b, None, name, call)
     entry = BUILTINS.get(name)
     if entry is None:
         raise b.error(call.func, f"unknown function '{name}'")
@@ -347,8 +351,29 @@ def tl_view(b, a: Args):
 
 @builtin("x", "layout")
 def tl_annotate(b, a: Args):
-    a.tile("x")
-    raise a.error("layout", "annotate(): explicit layouts are not supported in TL source yet")
+    x = a.tile("x")
+    layout = a.of("layout", RegisterLayout, "a register layout such as spatial(8, 4).local(1, 2)")
+    if layout.shape != x.shape:
+        raise a.error("layout", f"annotate(): the layout covers {list(layout.shape)}, the tile is {list(x.shape)}")
+    out = b.new_tile(x.dtype, x.shape)
+    b.emit(vm.Annotate(out, x, layout))
+    return out
+
+
+LAYOUT_METHODS = {"local": layout_algebra.local, "spatial": layout_algebra.spatial,
+                  "column_local": layout_algebra.column_local,
+                  "column_spatial": layout_algebra.column_spatial}
+
+
+def layout_call(b, base: RegisterLayout | None, name: str, call: ast.Call) -> RegisterLayout:
+    """`spatial(8, 4)` (base None) and the fluent product `layout.local(1, 2)`."""
+    if name not in LAYOUT_METHODS or call.kwargs:
+        raise b.error(call.func, f"a layout has methods {', '.join(LAYOUT_METHODS)}, not '{name}'")
+    dims = [b.const_int(b.expr(x), x, f"{name}() sizes") for x in call.args]
+    if not dims or any(d < 1 for d in dims):
+        raise b.error(call, f"{name}(): sizes must be positive integers")
+    atom = LAYOUT_METHODS[name](*dims)
+    return atom if base is None else base * atom
 
 
 # -------------------------------------------------------------------- compute

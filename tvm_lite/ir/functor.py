@@ -17,6 +17,8 @@ from typing import Any
 
 from . import vm
 from .dtypes import DataType
+from .layout import RegisterLayout
+from .shared_layout import SharedLayout
 
 # Values that are atoms of the IR: never descended into.
 _ATOMS = (int, float, bool, str, type(None), DataType, enum.Enum)
@@ -25,6 +27,11 @@ _TENSORS = (vm.GlobalTensor, vm.SharedTensor, vm.RegisterTensor, vm.Pointer)
 
 def _is_ir_node(x: Any) -> bool:
     return dataclasses.is_dataclass(x) and type(x).__module__ == vm.__name__
+
+
+def _is_attached_value(x: Any) -> bool:
+    """Layouts and other values attached to IR nodes: never descended into."""
+    return isinstance(x, (RegisterLayout, SharedLayout))
 
 
 class IRVisitor:
@@ -45,6 +52,8 @@ class IRVisitor:
             return
         elif _is_ir_node(node):
             self.generic_visit(node)
+        elif _is_attached_value(node):
+            return
         else:
             raise TypeError(f"IRVisitor: unknown node type {type(node).__name__}")
 
@@ -73,8 +82,7 @@ class IRRewriter:
             return self.rewrite_var(node)
         if _is_ir_node(node):
             return self.generic_rewrite(node)
-        # Layouts and other attached objects are values: kept as they are.
-        if dataclasses.is_dataclass(node):
+        if _is_attached_value(node):
             return node
         raise TypeError(f"IRRewriter: unknown node type {type(node).__name__}")
 
