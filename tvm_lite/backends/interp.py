@@ -183,21 +183,23 @@ class _BlockInterpreter:
             raise TLError(f"interp: range step of loop '{s.var.name}' is 0")
         for i in range(start, stop, step):
             self.scalars[s.var] = i
-            try:
-                self.run(s.body)
-            except _Break:
+            if not self.loop_body(s.body):
                 break
-            except _Continue:
-                continue
 
     def exec_While(self, s: vm.While) -> None:
         while self.scalar(s.cond):
-            try:
-                self.run(s.body)
-            except _Break:
+            if not self.loop_body(s.body):
                 break
-            except _Continue:
-                continue
+
+    def loop_body(self, body: tuple) -> bool:
+        """Run one iteration; False when it ended with `break`."""
+        try:
+            self.run(body)
+        except _Break:
+            return False
+        except _Continue:
+            pass
+        return True
 
     def exec_If(self, s: vm.If) -> None:
         self.run(s.then_body if self.scalar(s.cond) else s.else_body)

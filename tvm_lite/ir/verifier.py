@@ -152,18 +152,19 @@ class _KernelVerifier:
             self.fail(f"{what} mismatch: {a} vs {b}")
 
     # ---- one rule per instruction
+    def transfer(self, memory, tile, offsets: tuple) -> None:
+        """A copy between `memory` (indexed by offsets) and a same-rank, same-dtype tile."""
+        self.use(memory)
+        self.offsets(offsets, memory.ndim)
+        self.same("rank", tile.ndim, memory.ndim)
+        self.same("dtype", tile.dtype, memory.dtype)
+
     def check_Load(self, s: vm.Load) -> None:
-        self.use(s.src)
-        self.offsets(s.offsets, s.src.ndim)
-        self.same("rank", s.out.ndim, s.src.ndim)
-        self.same("dtype", s.out.dtype, s.src.dtype)
+        self.transfer(s.src, s.out, s.offsets)
 
     def check_Store(self, s: vm.Store) -> None:
-        self.use(s.dst)
         self.use(s.value)
-        self.offsets(s.offsets, s.dst.ndim)
-        self.same("rank", s.value.ndim, s.dst.ndim)
-        self.same("dtype", s.value.dtype, s.dst.dtype)
+        self.transfer(s.dst, s.value, s.offsets)
 
     check_AtomicAdd = check_Store
 
@@ -172,24 +173,15 @@ class _KernelVerifier:
             self.fail("shared tensor with an empty dimension")
 
     def check_LoadShared(self, s: vm.LoadShared) -> None:
-        self.use(s.src)
-        self.offsets(s.offsets, s.src.ndim)
-        self.same("rank", s.out.ndim, s.src.ndim)
-        self.same("dtype", s.out.dtype, s.src.dtype)
+        self.transfer(s.src, s.out, s.offsets)
 
     def check_StoreShared(self, s: vm.StoreShared) -> None:
-        self.use(s.dst)
         self.use(s.value)
-        self.offsets(s.offsets, s.dst.ndim)
-        self.same("rank", s.value.ndim, s.dst.ndim)
-        self.same("dtype", s.value.dtype, s.dst.dtype)
+        self.transfer(s.dst, s.value, s.offsets)
 
     def check_CopyAsync(self, s: vm.CopyAsync) -> None:
         self.use(s.dst)
-        self.use(s.src)
-        self.offsets(s.offsets, s.src.ndim)
-        self.same("rank", s.dst.ndim, s.src.ndim)
-        self.same("dtype", s.dst.dtype, s.src.dtype)
+        self.transfer(s.src, s.dst, s.offsets)
 
     def check_CommitAsync(self, s: vm.CommitAsync) -> None:
         pass
