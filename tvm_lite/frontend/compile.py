@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import TLCompileError, TLError, TLTargetError
 from ..ir import vm
 from ..ir.printer import format_program
+from ..passes.manager import default_vm_passes, run_passes
 from ..runtime.target import Target, parse_target
 from . import ast
 from .ast_printer import format_ast
@@ -123,7 +124,7 @@ def compile(source_or_path: Any, target: str = "cpu", **constants) -> Module:
         tgt = parse_target(target)
         text, filename = _read_source(source_or_path)
         module_ast = parse_cached(text, filename)
-        program = build_program(module_ast, constants, text, filename)
+        program = run_passes(build_program(module_ast, constants, text, filename), default_vm_passes())
         return Module(module_ast, program, tgt)
     except TLError:
         raise
