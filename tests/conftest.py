@@ -24,3 +24,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(params=["interp", "cpu"])
+def target(request):
+    """Every kernel test runs on the reference interpreter and on the CPU backend."""
+    return request.param

@@ -1,4 +1,4 @@
-"""The reference interpreter against numpy float64, kernel by kernel.
+"""Kernels on the interpreter and the CPU backend against numpy float64.
 
 Every test uses fresh random data and poisons outputs with NaN first, so a
 kernel that skips a write cannot pass.
@@ -11,12 +11,14 @@ import pytest
 import tvm_lite as tl
 from conftest import EXAMPLES
 
+TARGETS = ["interp", "cpu"]
+
 WEIGHT_TYPES = ["u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", "i2", "i3", "i4", "i5", "i6", "i7",
                 "i8", "f3e1m1", "f4e2m1", "f5e2m2", "f6e2m3", "f6e3m2", "f7e3m3", "f8e4m3", "f8e5m2"]
 
 
-def example(name, **constants):
-    return tl.compile(os.path.join(EXAMPLES, name), target="interp", **constants)
+def example(name, target, **constants):
+    return tl.compile(os.path.join(EXAMPLES, name), target=target, **constants)
 
 
 def poisoned(shape, dtype):
@@ -33,8 +35,8 @@ def random_weights(rng, dt, shape):
     return rng.integers(dt.min, dt.max + 1, shape).astype(np.float64)
 
 
-def test_vector_add_with_tail(rng):
-    mod = example("vector_add.tl")
+def test_vector_add_with_tail(target, rng):
+    mod = example("vector_add.tl", target)
     for n in (1, 255, 1000):
         a, b = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
         c = poisoned(n, np.float32)
@@ -42,8 +44,8 @@ def test_vector_add_with_tail(rng):
         np.testing.assert_array_equal(c, (a.astype(np.float64) + b).astype(np.float32))
 
 
-def test_softmax_rows(rng):
-    mod = example("softmax.tl")
+def test_softmax_rows(target, rng):
+    mod = example("softmax.tl", target)
     m, n = 9, 100
     x = (rng.standard_normal((m, n)) * 3).astype(np.float32)
     y = poisoned((m, n), np.float32)
@@ -53,9 +55,9 @@ def test_softmax_rows(rng):
 
 
 @pytest.mark.parametrize("shape", [(50, 70, 90), (1, 32, 32), (33, 1, 65)])
-def test_matmul(rng, shape):
+def test_matmul(target, rng, shape):
     m, n, k = shape
-    mod = example("matmul.tl")
+    mod = example("matmul.tl", target)
     a = rng.standard_normal((m, k)).astype(np.float16)
     b = rng.standard_normal((k, n)).astype(np.float16)
     c = poisoned((m, n), np.float16)
@@ -73,9 +75,9 @@ def qmatmul_reference(a, w, s, group):
 
 
 @pytest.mark.parametrize("wt", WEIGHT_TYPES)
-def test_qmatmul_every_weight_type(rng, wt):
+def test_qmatmul_every_weight_type(target, rng, wt):
     m, n, k, group = 3, 130, 200, 128
-    mod = example("qmatmul.tl", WT=wt, BN=64)
+    mod = example("qmatmul.tl", target, WT=wt, BN=64)
     a = rng.standard_normal((m, k)).astype(np.float16)
     w = random_weights(rng, wt, (k, n))
     s = (rng.random((-(-k // group), n)) * 0.05 + 0.01).astype(np.float16)
@@ -86,9 +88,9 @@ def test_qmatmul_every_weight_type(rng, wt):
 
 
 @pytest.mark.parametrize("m", [1, 16, 17])
-def test_qmatmul_shapes(rng, m):
+def test_qmatmul_shapes(target, rng, m):
     n, k = 200, 320
-    mod = example("qmatmul.tl", WT="u3", G=64)
+    mod = example("qmatmul.tl", target, WT="u3", G=64)
     a = rng.standard_normal((m, k)).astype(np.float16)
     w = random_weights(rng, "u3", (k, n))
     s = (rng.random((-(-k // 64), n)) * 0.05 + 0.01).astype(np.float16)
@@ -103,12 +105,12 @@ def storage(values, dt):
     return values.astype(native) if native is not None else tl.pack(values, dt)
 
 
-def run(src, *args, **constants):
-    mod = tl.compile(src, target="interp", **constants)
+def run(src, target, *args, **constants):
+    mod = tl.compile(src, target=target, **constants)
     next(iter(mod))(*args)
 
 
-def test_masked_loads_with_negative_offsets(rng):
+def test_masked_loads_with_negative_offsets(target, rng):
     src = """
 @kernel(warps=1)
 def shift(n: i32, d: i32, x: f32[n], y: f32[n]):
@@ -117,11 +119,11 @@ def shift(n: i32, d: i32, x: f32[n], y: f32[n]):
 """
     x = rng.standard_normal(16).astype(np.float32)
     y = poisoned(16, np.float32)
-    run(src, 16, 5, x, y)
+    run(src, target, 16, 5, x, y)
     np.testing.assert_array_equal(y, np.concatenate([np.zeros(5), x[:11]]).astype(np.float32))
 
 
-def test_store_drops_out_of_range(rng):
+def test_store_drops_out_of_range(target, rng):
     src = """
 @kernel(warps=1)
 def put(n: i32, x: f32[n], y: f32[n]):
@@ -130,12 +132,12 @@ def put(n: i32, x: f32[n], y: f32[n]):
     x = rng.standard_normal(10).astype(np.float32)
     y = rng.standard_normal(10).astype(np.float32)
     before = y.copy()
-    run(src, 10, x, y)
+    run(src, target, 10, x, y)
     np.testing.assert_array_equal(y[:7], before[:7])
     np.testing.assert_array_equal(y[7:], x[:3])
 
 
-def test_elementwise_and_math(rng):
+def test_elementwise_and_math(target, rng):
     src = """
 @kernel(warps=1)
 def ops(x: f32[32], y: f32[32], out: f32[8, 32]):
@@ -146,13 +148,13 @@ def ops(x: f32[32], y: f32[32], out: f32[8, 32]):
     x = rng.standard_normal(32).astype(np.float32)
     y = (rng.random(32) + 0.5).astype(np.float32)
     out = poisoned((8, 32), np.float32)
-    run(src, x, y, out)
+    run(src, target, x, y, out)
     a, b = x.astype(np.float64), y.astype(np.float64)
     ref = np.stack([a + b, a - b, a * b, a / b, np.minimum(a, b), np.maximum(a, b), np.abs(a), np.exp(a)])
     np.testing.assert_allclose(out, ref, rtol=2 ** -23)
 
 
-def test_integer_ops_floor_semantics(rng):
+def test_integer_ops_floor_semantics(target, rng):
     src = """
 @kernel(warps=1)
 def iops(x: i32[64], y: i32[64], out: i32[6, 64]):
@@ -164,12 +166,12 @@ def iops(x: i32[64], y: i32[64], out: i32[6, 64]):
     x = rng.integers(-1000, 1000, 64).astype(np.int32)
     y = rng.integers(1, 50, 64).astype(np.int32) * rng.choice([-1, 1], 64).astype(np.int32)
     out = np.zeros((6, 64), np.int32)
-    run(src, x, y, out)
+    run(src, target, x, y, out)
     a, b = x.astype(np.int64), y.astype(np.int64)
     np.testing.assert_array_equal(out, np.stack([a // b, a % b, a & b, a | b, a ^ b, (a << 2) >> 1]))
 
 
-def test_reductions_and_shape_ops(rng):
+def test_reductions_and_shape_ops(target, rng):
     src = """
 @kernel(warps=1)
 def red(x: f32[8, 16], s: f32[8], mx: f32[16], t: f32[16, 8], sl: f32[4, 4], bc: f32[8, 16]):
@@ -182,7 +184,7 @@ def red(x: f32[8, 16], s: f32[8], mx: f32[16], t: f32[16, 8], sl: f32[4, 4], bc:
 """
     x = rng.standard_normal((8, 16)).astype(np.float32)
     outs = [poisoned(s, np.float32) for s in [(8,), (16,), (16, 8), (4, 4), (8, 16)]]
-    run(src, x, *outs)
+    run(src, target, x, *outs)
     x64 = x.astype(np.float64)
     np.testing.assert_allclose(outs[0], x64.sum(axis=1), rtol=1e-6)
     np.testing.assert_array_equal(outs[1], x.max(axis=0))
@@ -191,7 +193,7 @@ def red(x: f32[8, 16], s: f32[8], mx: f32[16], t: f32[16, 8], sl: f32[4, 4], bc:
     np.testing.assert_array_equal(outs[4], np.broadcast_to(x.min(axis=1, keepdims=True), (8, 16)))
 
 
-def test_cast_rounds_to_nearest_even_and_saturates():
+def test_cast_rounds_to_nearest_even_and_saturates(target):
     src = """
 @kernel(warps=1)
 def c(x: f32[8], y: f8e4m3[8], z: i8[8]):
@@ -203,12 +205,12 @@ def c(x: f32[8], y: f8e4m3[8], z: i8[8]):
     x = np.array([17.0, 19.0, 1000.0, -1000.0, 0.3, -2.5, 300.7, -300.7], np.float32)
     y = np.zeros(8, np.uint8)
     z = np.zeros(8, np.int8)
-    run(src, x, y, z)
+    run(src, target, x, y, z)
     np.testing.assert_array_equal(tl.unpack(y, "f8e4m3", 8), [16, 20, 448, -448, 0.3125, -2.5, 288, -288])
     np.testing.assert_array_equal(z, [17, 19, 127, -128, 0, -2, 127, -128])
 
 
-def test_view_round_trip(rng):
+def test_view_round_trip(target, rng):
     src = """
 @kernel(warps=1)
 def v(x: u8[4, 8], y: u8[4, 8], w: u4[4, 16]):
@@ -220,12 +222,12 @@ def v(x: u8[4, 8], y: u8[4, 8], w: u4[4, 16]):
     x = rng.integers(0, 256, (4, 8)).astype(np.uint8)
     y = np.zeros((4, 8), np.uint8)
     w = np.zeros(32, np.uint8)
-    run(src, x, y, w)
+    run(src, target, x, y, w)
     np.testing.assert_array_equal(y, x)
     np.testing.assert_array_equal(w, x.reshape(-1))   # u4 nibbles are the same bit stream
 
 
-def test_scalar_control_flow(rng):
+def test_scalar_control_flow(target, rng):
     src = """
 @kernel(warps=1)
 def loop(n: i32, x: i32[16], y: i32[16]):
@@ -243,11 +245,11 @@ def loop(n: i32, x: i32[16], y: i32[16]):
 """
     x = rng.integers(-50, 50, 16).astype(np.int32)
     y = np.zeros(16, np.int32)
-    run(src, 7, x, y)
+    run(src, target, 7, x, y)
     np.testing.assert_array_equal(y, 4 * x.astype(np.int64) - 3)
 
 
-def test_shared_memory_round_trip(rng):
+def test_shared_memory_round_trip(target, rng):
     src = """
 @kernel(warps=2)
 def sh(x: f16[32, 32], y: f16[32, 32]):
@@ -262,11 +264,11 @@ def sh(x: f16[32, 32], y: f16[32, 32]):
 """
     x = rng.standard_normal((32, 32)).astype(np.float16)
     y = poisoned((32, 32), np.float16)
-    run(src, x, y)
+    run(src, target, x, y)
     np.testing.assert_array_equal(y, x * np.float16(2))
 
 
-def test_atomic_add_accumulates_over_blocks(rng):
+def test_atomic_add_accumulates_over_blocks(target, rng):
     src = """
 @kernel(warps=1)
 def acc(n: i32, x: f32[n], total: f32[1]):
@@ -276,11 +278,11 @@ def acc(n: i32, x: f32[n], total: f32[1]):
 """
     x = rng.integers(-100, 100, 300).astype(np.float32)
     total = np.zeros(1, np.float32)
-    run(src, 300, x, total)
+    run(src, target, 300, x, total)
     assert total[0] == x.astype(np.float64).sum()
 
 
-def test_arange_where_and_full(rng):
+def test_arange_where_and_full(target, rng):
     src = """
 @kernel(warps=1)
 def aw(n: i32, y: f32[32]):
@@ -288,18 +290,18 @@ def aw(n: i32, y: f32[32]):
     store(y, where(i < n, full(f32, [32], 2.5), cast(i, f32)), [0])
 """
     y = poisoned(32, np.float32)
-    run(src, 10, y)
+    run(src, target, 10, y)
     np.testing.assert_array_equal(y, np.where(np.arange(32) < 10, 2.5, np.arange(32)))
 
 
-def test_annotate_pins_layouts_without_changing_values(rng):
+def test_annotate_pins_layouts_without_changing_values(target, rng):
     src = """
 @kernel(warps=1)
 def k(x: f32[16, 16], y: f32[16, 16]):
     t = annotate(load(x, [0, 0], [16, 16]), column_local(2, 2).spatial(8, 4).local(1, 2))
     store(y, annotate(t, spatial(16, 2) * local(1, 8)), [0, 0])
 """
-    mod = tl.compile(src, target="interp")
+    mod = tl.compile(src, target=target)
     layouts = [s.layout for s in mod.program.kernels[0].body if isinstance(s, tl.ir.vm.Annotate)]
     assert layouts[0] == tl.ir.layout.mma_m16n8k16_a()
     x = rng.standard_normal((16, 16)).astype(np.float32)

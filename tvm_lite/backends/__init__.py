@@ -11,5 +11,8 @@ def build_kernel(kernel: vm.Kernel, target: Target):
     if target.kind == "interp":
         from .interp import InterpKernel
         return InterpKernel(kernel)
+    if target.kind == "cpu":
+        from .cpu import CPUKernel
+        return CPUKernel(kernel)
     raise TLTargetError(f"target '{target}' has no backend in this version of tvm_lite yet; "
-                        f"use target='interp'")
+                        f"use target='interp' or 'cpu'")
