@@ -44,6 +44,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         dt = dtype(name)
         t0 = time.perf_counter()
         mod = tl_compile(_demo_kernel(), target=args.target, WT=name)
+        mod.qmatmul.build()
         compile_ms = (time.perf_counter() - t0) * 1e3
         a = rng.standard_normal((m, k)).astype(np.float16)
         w = _random_weights(rng, dt, (k, n))
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--const", action="append", metavar="NAME=VALUE", help="a compile-time constant")
     c.set_defaults(run=_cmd_compile)
     d = sub.add_parser("demo", help="run the quantized-matmul demo with a correctness check")
-    d.add_argument("--target", default="interp")
+    d.add_argument("--target", default="cpu")
     d.set_defaults(run=_cmd_demo)
     args = parser.parse_args(argv)
     try:

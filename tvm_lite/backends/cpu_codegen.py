@@ -354,7 +354,12 @@ class KernelCodegen(ComputeEmitters):
         self._store(s, add=True)
 
     def emit_AllocShared(self, s: vm.AllocShared) -> None:
-        self.tile(s.out)
+        # Zero-filled, as in the interpreter, so that a kernel reading shared
+        # memory it never wrote is at least deterministic (the GPU is not).
+        buf = self.tile(s.out)
+        nbytes = max(1, math.prod(s.out.shape)) * _storage_bytes(s.out.dtype)
+        self.b.call(self.intrinsic_memset(), [self.b.bitcast(buf, PTR), ir.Constant(I8, 0),
+                                              ir.Constant(I64, nbytes), ir.Constant(ir.IntType(1), 0)])
 
     def _shared_copy(self, shared, tile, offsets, to_shared: bool) -> None:
         b = self.b
@@ -394,6 +399,11 @@ class KernelCodegen(ComputeEmitters):
 
     def emit_Barrier(self, s) -> None:
         pass   # one thread per block: nothing to wait for
+
+
+def _storage_bytes(dt) -> int:
+    st = storage_type(dt)
+    return 4 if st == F32 else 8 if st == F64 else st.width // 8
 
 
 def _type_suffix(t: ir.Type) -> str:

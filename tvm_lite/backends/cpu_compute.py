@@ -141,24 +141,40 @@ class ComputeEmitters:
             self.write(s.out, flat, v)
         self.elements(s.out.shape, each)
 
+    def _widened_copy(self, t, name: str) -> ir.Value:
+        """t's elements as compute values in a scratch array (decoded once)."""
+        ct = compute_type(t.dtype)
+        buf = self.alloca(ct, max(1, t.size), name=name)
+        self.elements(t.shape, lambda flat, index: self.b.store(self.read(t, flat), self.b.gep(buf, [flat])))
+        return buf
+
     def emit_Dot(self, s: vm.Dot) -> None:
+        """acc + a @ b in the compute type, i-k-j order so the inner loop runs
+        along contiguous rows of b and of the accumulator (and vectorizes)."""
         self.tile(s.out)
+        b = self.b
         (m, k), n = s.a.shape, s.b.shape[1]
-        acc = self.alloca(compute_type(s.out.dtype), name="dot.acc")
+        a_buf, b_buf = self._widened_copy(s.a, "dot.a"), self._widened_copy(s.b, "dot.b")
+        acc = self._widened_copy(s.acc, "dot.acc")
+        float_acc = s.out.dtype.is_float
+        c = lambda v: ir.Constant(I64, v)  # noqa: E731
 
-        def each(flat, index):
-            i, j = index
-            self.b.store(self.read(s.acc, flat), acc)
+        def row(i):
+            def inner(kk):
+                av = b.load(b.gep(a_buf, [b.add(b.mul(i, c(k)), kk)]))
+                if float_acc and av.type == I64:
+                    av = b.sitofp(av, F64)
 
-            def step(kk):
-                a = self.read(s.a, self.b.add(self.b.mul(i, ir.Constant(I64, k)), kk))
-                bb = self.read(s.b, self.b.add(self.b.mul(kk, ir.Constant(I64, n)), j))
-                if acc.type.pointee == F64 and a.type == I64:
-                    a, bb = self.b.sitofp(a, F64), self.b.sitofp(bb, F64)
-                self.b.store(self.math.accumulate(self.b.load(acc), self.math.product(a, bb)), acc)
-            self.counted_loop(k, step, "k")
-            self.write(s.out, flat, self.b.load(acc))
-        self.elements(s.out.shape, each)
+                def column(j):
+                    bv = b.load(b.gep(b_buf, [b.add(b.mul(kk, c(n)), j)]))
+                    if float_acc and bv.type == I64:
+                        bv = b.sitofp(bv, F64)
+                    ptr = b.gep(acc, [b.add(b.mul(i, c(n)), j)])
+                    b.store(self.math.accumulate(b.load(ptr), self.math.product(av, bv)), ptr)
+                self.counted_loop(n, column, "j")
+            self.counted_loop(k, inner, "k")
+        self.counted_loop(m, row, "i")
+        self.elements(s.out.shape, lambda flat, index: self.write(s.out, flat, b.load(b.gep(acc, [flat]))))
 
     def emit_Reduce(self, s: vm.Reduce) -> None:
         self.tile(s.out)

@@ -63,6 +63,11 @@ class Kernel:
     def name(self) -> str:
         return self.vm.name
 
+    def build(self) -> "Kernel":
+        """Compile for the target now instead of at the first call."""
+        self._backend()
+        return self
+
     def _backend(self):
         if self._impl is None:
             from ..backends import build_kernel
