@@ -1,10 +1,13 @@
 import os
+import tempfile
 
 import numpy as np
 import pytest
 
-# Tests always verify the IR after every pass.
+# Tests always verify the IR after every pass, and never touch the user's
+# compile cache.
 os.environ.setdefault("TL_VERIFY", "1")
+os.environ["TL_CACHE_DIR"] = tempfile.mkdtemp(prefix="tl-test-cache-")
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")
 

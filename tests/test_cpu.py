@@ -70,3 +70,26 @@ def k(m: i32, x: i32[m, 3], y: u3[m, 3]):
     y = np.zeros(-(-m * 3 * 3 // 8), np.uint8)
     tl.compile(src, target="cpu").k(m, x, y)
     np.testing.assert_array_equal(tl.unpack(y, "u3", (m, 3)), x)
+
+
+def test_a_new_process_loads_cached_machine_code(tmp_path):
+    import subprocess
+    import sys
+    script = """
+import sys, numpy as np, tvm_lite as tl
+from tvm_lite.backends import llvm
+if sys.argv[1] == "warm":
+    def refuse(self):
+        raise AssertionError("compiled although the cache holds this kernel")
+    llvm.CodeLibrary.compile = refuse
+mod = tl.compile("examples/vector_add.tl", target="cpu", BLOCK=64)
+a = np.arange(100, dtype=np.float32) * 0.5
+c = np.zeros(100, np.float32)
+mod.vector_add(100, a, a, c)
+assert (c == a + a).all()
+"""
+    env = dict(__import__("os").environ, TL_CACHE_DIR=str(tmp_path))
+    for phase in ("cold", "warm"):
+        done = subprocess.run([sys.executable, "-c", script, phase], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    assert list(tmp_path.rglob("*.bin"))

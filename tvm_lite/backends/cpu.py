@@ -7,16 +7,21 @@ Arguments are checked by runtime.args before any pointer reaches machine code.
 from __future__ import annotations
 
 import ctypes
-import itertools
+import functools
+import hashlib
 import os
 import struct
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import llvmlite.ir as ir
 
 from ..errors import TLError
 from ..ir import vm
+from ..ir.printer import format_kernel
 from ..runtime.args import bind_arguments, eval_expr
+from ..runtime.cache import CompileCache, cache_key
 from .cpu_codegen import KernelCodegen
 from .cpu_math import STATUS_DIV_ZERO, STATUS_SHARED_RANGE
 from .llvm import CodeLibrary, host
@@ -37,9 +42,6 @@ def _get_pool() -> ThreadPoolExecutor:
     return _pool
 
 
-_symbols = itertools.count()
-
-
 def lower_to_llvm(kernel: vm.Kernel, symbol: str) -> str:
     """LLVM IR text of the kernel's entry function, named `symbol`."""
     module = ir.Module(name=kernel.name)
@@ -48,33 +50,63 @@ def lower_to_llvm(kernel: vm.Kernel, symbol: str) -> str:
     return str(module)
 
 
+@functools.lru_cache(maxsize=1)
+def compiler_digest() -> str:
+    """A hash of the compiler's own sources: a codegen change is a new key even
+    when the package version stays the same."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".py", ".lark"):
+            h.update(path.relative_to(root).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+_cache = CompileCache()
+_loaded: dict[str, object] = {}     # cache key -> ctypes function, per process
+_loaded_lock = threading.Lock()
+_SIGNATURE = (ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
+
+
 class CPUKernel:
     target = "cpu"
 
     def __init__(self, kernel: vm.Kernel):
         self.kernel = kernel
-        # Every compiled kernel lives in one process-wide JIT engine, so its
-        # symbol must be unique: two specializations share a kernel name.
-        symbol = f"tl_{kernel.name}_{next(_symbols)}"
-        self.llvm_ir = lower_to_llvm(kernel, symbol)
-        self.library = CodeLibrary(kernel.name)
-        self.library.add_ir(self.llvm_ir)
-        self.library.finalize()
-        self._fn = self.library.function(symbol, ctypes.c_int32, ctypes.c_void_p,
-                                         ctypes.c_int64, ctypes.c_int64)
+        key = cache_key(program=format_kernel(kernel), target="cpu", host=host().key,
+                        compiler=compiler_digest())
+        # One process-wide JIT engine holds every kernel: the symbol carries
+        # the key, so two specializations of one kernel never collide.
+        self.symbol = f"tl_{kernel.name}_{key[:16]}"
+        self._library: CodeLibrary | None = None
+        with _loaded_lock:
+            fn = _loaded.get(key)
+            if fn is None:
+                obj = _cache.get_or_build(key, lambda: self._new_library().compile())
+                library = CodeLibrary(kernel.name)
+                library.load(obj)
+                fn = library.function(self.symbol, *_SIGNATURE)
+                _loaded[key] = fn
+        self._fn = fn
+
+    def _new_library(self) -> CodeLibrary:
+        self._library = CodeLibrary(self.kernel.name)
+        self._library.add_ir(lower_to_llvm(self.kernel, self.symbol))
+        return self._library
+
+    def source(self, stage: str) -> str:
+        if stage not in ("llvm", "asm", "llvm-unoptimized"):
+            raise TLError(f"target 'cpu' has stages 'llvm' and 'asm', not '{stage}'")
+        if stage == "llvm-unoptimized":
+            return lower_to_llvm(self.kernel, self.symbol)
+        if self._library is None or not self._library.asm:
+            self._new_library().compile()   # loaded from the cache: recompile for text only
+        return self._library.optimized_ir if stage == "llvm" else self._library.asm
 
     @property
     def name(self) -> str:
         return self.kernel.name
-
-    def source(self, stage: str) -> str:
-        if stage == "llvm":
-            return self.library.optimized_ir
-        if stage == "llvm-unoptimized":
-            return self.llvm_ir
-        if stage == "asm":
-            return self.library.asm
-        raise TLError(f"target 'cpu' has stages 'llvm' and 'asm', not '{stage}'")
 
     def __call__(self, *args, **kwargs) -> None:
         bound = bind_arguments(self.kernel, args, kwargs)

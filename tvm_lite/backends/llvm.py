@@ -72,51 +72,68 @@ class HostTarget:
 
 
 class CodeLibrary:
-    """LLVM IR in, callable machine code out."""
+    """LLVM IR in, callable machine code out.
+
+    `compile()` optimizes the IR and emits an object file; `load()` puts an
+    object file (fresh, or from the compile cache) into the JIT engine. The
+    optimized IR and the assembly are kept for `source("llvm"/"asm")`.
+    """
 
     def __init__(self, name: str):
         self.name = name
         self._modules: list[str] = []
-        self._finalized = False
+        self._loaded = False
         self.optimized_ir = ""
         self.asm = ""
 
     def add_ir(self, ir_text: str) -> None:
-        if self._finalized:
-            raise TLCompileError(f"library {self.name} is already finalized")
+        if self._loaded:
+            raise TLCompileError(f"library {self.name} is already loaded")
         self._modules.append(ir_text)
 
-    def finalize(self) -> None:
-        """Parse, verify, optimize (O3) and load into the JIT engine."""
+    def _optimized_module(self):
         target = host()
+        module = None
+        for text in self._modules:
+            try:
+                parsed = llvm.parse_assembly(text)
+                parsed.verify()
+            except RuntimeError as e:
+                raise TLCompileError(f"invalid LLVM IR generated for {self.name}: {e}") from None
+            if module is None:
+                module = parsed
+            else:
+                module.link_in(parsed)
+        module.triple = target.triple
+        module.data_layout = str(target.machine.target_data)
+        options = llvm.create_pipeline_tuning_options(speed_level=3)
+        options.loop_vectorization = True
+        options.slp_vectorization = True
+        builder = llvm.create_pass_builder(target.machine, options)
+        builder.getModulePassManager().run(module, builder)
+        return module
+
+    def compile(self) -> bytes:
+        """Optimize (O3) and emit an object file for the host."""
         with _lock:
-            module = None
-            for text in self._modules:
-                try:
-                    parsed = llvm.parse_assembly(text)
-                    parsed.verify()
-                except RuntimeError as e:
-                    raise TLCompileError(f"invalid LLVM IR generated for {self.name}: {e}") from None
-                if module is None:
-                    module = parsed
-                else:
-                    module.link_in(parsed)
-            module.triple = target.triple
-            module.data_layout = str(target.machine.target_data)
-            options = llvm.create_pipeline_tuning_options(speed_level=3)
-            options.loop_vectorization = True
-            options.slp_vectorization = True
-            builder = llvm.create_pass_builder(target.machine, options)
-            builder.getModulePassManager().run(module, builder)
+            module = self._optimized_module()
             self.optimized_ir = str(module)
-            self.asm = target.machine.emit_assembly(module)
-            target.engine.add_module(module)
-            target.engine.finalize_object()
-            self._module = module
-            self._finalized = True
+            self.asm = host().machine.emit_assembly(module)
+            return host().machine.emit_object(module)
+
+    def load(self, obj: bytes) -> None:
+        """Add an object file to the process's JIT engine."""
+        engine = host().engine
+        with _lock:
+            engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+            engine.finalize_object()
+            self._loaded = True
+
+    def finalize(self) -> None:
+        self.load(self.compile())
 
     def address(self, symbol: str) -> int:
-        if not self._finalized:
+        if not self._loaded:
             self.finalize()
         addr = host().engine.get_function_address(symbol)
         if not addr:
