@@ -93,3 +93,43 @@ assert (c == a + a).all()
         done = subprocess.run([sys.executable, "-c", script, phase], env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
     assert list(tmp_path.rglob("*.bin"))
+
+
+FLOAT_TYPES = ["f16", "bf16", "f8e4m3", "f8e5m2", "f6e3m2", "f6e2m3", "f4e2m1", "f3e1m1", "f5e2m2",
+               "f7e3m3", "f12e5m6", "f2e1m0"]
+
+
+@pytest.mark.parametrize("name", FLOAT_TYPES)
+def test_cpu_float_codec_matches_the_reference_encoder(name, rng):
+    """Casts f32 -> any float type -> f32 on the CPU, bit for bit with ir.dtypes."""
+    dt = tl.dtype(name)
+    src = f"""
+@kernel(warps=1)
+def k(x: f32[4096], q: {name}[4096], y: f32[4096]):
+    t = cast(load(x, [0], [4096]), {name})
+    store(q, t, [0])
+    store(y, cast(t, f32), [0])
+"""
+    special = [0.0, -0.0, np.inf, -np.inf, np.nan, dt.max, -dt.max, dt.max * 3, 1e-30, -1e-30]
+    values = decode_all_and_midpoints(dt)
+    x = np.concatenate([special, values, rng.standard_normal(4096) * dt.max / 4])[:4096]
+    with np.errstate(over="ignore"):   # bf16's 3*max overflows f32 to inf: also a case
+        x = np.pad(x, (0, 4096 - x.size)).astype(np.float32)
+    q = np.zeros(-(-4096 * dt.nbits // 8), np.uint8) if tl.ir.dtypes.numpy_dtype(dt) is None else \
+        np.zeros(4096, tl.ir.dtypes.numpy_dtype(dt))
+    y = np.full(4096, np.nan, np.float32)
+    tl.compile(src, target="cpu").k(x, q, y)
+    expect = tl.ir.dtypes.encode(x.astype(np.float64), dt)
+    got = tl.ir.dtypes.unpack_bits(q.view(np.uint8), dt.nbits, 4096)
+    nan = np.isnan(x)
+    np.testing.assert_array_equal(got[~nan], expect[~nan])
+    decoded = tl.ir.dtypes.decode(expect, dt).astype(np.float32)
+    np.testing.assert_array_equal(y[~nan], decoded[~nan])
+    assert np.isnan(y[nan]).all() == dt.has_nan
+
+
+def decode_all_and_midpoints(dt):
+    count = min(2 ** dt.nbits, 1024)
+    values = tl.ir.dtypes.decode(np.arange(count, dtype=np.uint64), dt)
+    values = values[np.isfinite(values)]
+    return np.concatenate([values, (values[1:] + values[:-1]) / 2])
