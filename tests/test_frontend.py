@@ -167,6 +167,7 @@ MALFORMED = [
     ("    3\n", tl.TLTypeError, 3, 5, "does nothing"),
     ("    t = annotate(load(x, [0], [64]), spatial(32))\n", tl.TLTypeError, 3, 38, "the layout covers [32]"),
     ("    t = annotate(load(x, [0], [64]), spatial(32).wide(2))\n", tl.TLTypeError, 3, 38, "not 'wide'"),
+    ("    t = view(load(x, [0], [64]), i32, layout=spatial(32))\n", tl.TLTypeError, 3, 46, "the layout covers [32]"),
 ]
 
 

@@ -215,7 +215,7 @@ def test_view_round_trip(target, rng):
 @kernel(warps=1)
 def v(x: u8[4, 8], y: u8[4, 8], w: u4[4, 16]):
     a = load(x, [0, 0], [4, 8])
-    q = view(a, u4)
+    q = view(a, u4, layout=spatial(4, 2).local(1, 8))
     store(w, q, [0, 0])
     store(y, view(q, u8), [0, 0])
 """

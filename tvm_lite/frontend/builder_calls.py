@@ -338,13 +338,19 @@ def tl_cast(b, a: Args):
 
 @builtin("x", "dtype", "layout")
 def tl_view(b, a: Args):
-    _no_layout(a)
-    x, dt = a.tile("x"), a.dtype("dtype")
+    x = a.tile("x")
+    dt = a.dtype("dtype") if a.has("dtype") else x.dtype
     bits = x.shape[-1] * x.dtype.nbits
     if bits % dt.nbits:
         raise a.error("dtype", f"view(): the last dimension holds {bits} bits, not a multiple of "
                                f"{dt.name}'s {dt.nbits}")
-    out = b.new_tile(dt, x.shape[:-1] + (bits // dt.nbits,))
+    shape = x.shape[:-1] + (bits // dt.nbits,)
+    layout = None
+    if a.has("layout"):
+        layout = a.of("layout", RegisterLayout, "a register layout")
+        if layout.shape != shape:
+            raise a.error("layout", f"view(): the layout covers {list(layout.shape)}, the result is {list(shape)}")
+    out = vm.RegisterTensor(b.fresh(), dt, shape, layout)
     b.emit(vm.View(out, x))
     return out
 
