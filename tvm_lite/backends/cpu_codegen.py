@@ -25,17 +25,9 @@ from ..ir import vm
 from .cpu_compute import ComputeEmitters
 from .cpu_memory import load_element, store_element
 from .cpu_math import STATUS_SHARED_RANGE, Math, is_true
-from .cpu_types import F32, F64, I8, I32, I64, Convert, compute_type, storage_type
+from .cpu_types import F32, F64, I8, I32, I64, Convert, compute_type, row_major_strides, storage_type
 
 PTR = ir.PointerType(I8)
-
-
-def _strides(shape) -> list[int]:
-    out, s = [], 1
-    for n in reversed(shape):
-        out.append(s)
-        s *= n
-    return out[::-1]
 
 
 class _Global:
@@ -105,7 +97,7 @@ class KernelCodegen(ComputeEmitters):
 
     def elements(self, shape, body: Callable[[ir.Value, list[ir.Value]], None]) -> None:
         """Loop over a tile's flat index, with its multi-index."""
-        strides = _strides(shape)
+        strides = row_major_strides(shape)
 
         def step(flat):
             index = [self.b.urem(self.b.udiv(flat, ir.Constant(I64, st)), ir.Constant(I64, n))
@@ -133,7 +125,7 @@ class KernelCodegen(ComputeEmitters):
         """Flat index into a broadcast operand for the output multi-index."""
         offset = len(out_shape) - len(operand_shape)
         flat = ir.Constant(I64, 0)
-        for d, (n, st) in enumerate(zip(operand_shape, _strides(operand_shape))):
+        for d, (n, st) in enumerate(zip(operand_shape, row_major_strides(operand_shape))):
             if n != 1:
                 flat = self.b.add(flat, self.b.mul(index[d + offset], ir.Constant(I64, st)))
         return flat
@@ -369,7 +361,7 @@ class KernelCodegen(ComputeEmitters):
             ok = b.and_(ok, b.and_(b.icmp_signed(">=", o, ir.Constant(I64, 0)),
                                    b.icmp_signed("<=", b.add(o, ir.Constant(I64, n)), ir.Constant(I64, full))))
         self.flag_error(b.not_(ok), STATUS_SHARED_RANGE)
-        strides = _strides(shared.shape)
+        strides = row_major_strides(shared.shape)
 
         def each(flat, index):
             sflat = ir.Constant(I64, 0)

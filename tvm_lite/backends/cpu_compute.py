@@ -11,15 +11,7 @@ from types import SimpleNamespace
 import llvmlite.ir as ir
 
 from ..ir import vm
-from .cpu_types import F32, F64, I32, I64, compute_type, storage_type
-
-
-def _strides(shape) -> list[int]:
-    out, s = [], 1
-    for n in reversed(shape):
-        out.append(s)
-        s *= n
-    return out[::-1]
+from .cpu_types import F32, F64, I32, I64, compute_type, row_major_strides, storage_type
 
 
 class ComputeEmitters:
@@ -178,7 +170,7 @@ class ComputeEmitters:
 
     def emit_Reduce(self, s: vm.Reduce) -> None:
         self.tile(s.out)
-        in_strides = _strides(s.x.shape)
+        in_strides = row_major_strides(s.x.shape)
         n = s.x.shape[s.dim]
         acc = self.alloca(compute_type(s.out.dtype), name="red.acc")
 
@@ -207,7 +199,7 @@ class ComputeEmitters:
     # ------------------------------------------------------------ shapes
     def emit_Transpose(self, s: vm.Transpose) -> None:
         self.tile(s.out)
-        in_strides = _strides(s.x.shape)
+        in_strides = row_major_strides(s.x.shape)
         strides = [in_strides[p] for p in s.perm]
         self.elements(s.out.shape, lambda flat, index: self.copy_element(
             s.x, self.flat_of(index, strides), s.out, flat))
@@ -219,7 +211,7 @@ class ComputeEmitters:
 
     def emit_Slice(self, s: vm.Slice) -> None:
         self.tile(s.out)
-        in_strides = _strides(s.x.shape)
+        in_strides = row_major_strides(s.x.shape)
         base = sum(a * st for a, st in zip(s.starts, in_strides))
 
         def each(flat, index):
@@ -229,7 +221,7 @@ class ComputeEmitters:
 
     def emit_Concat(self, s: vm.Concat) -> None:
         self.tile(s.out)
-        out_strides = _strides(s.out.shape)
+        out_strides = row_major_strides(s.out.shape)
         start = 0
         for part in s.parts:
             offset = start * out_strides[s.dim]

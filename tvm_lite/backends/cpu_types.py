@@ -20,6 +20,15 @@ F16, F32, F64 = ir.HalfType(), ir.FloatType(), ir.DoubleType()
 _NATIVE_FLOATS = {"f32": F32, "f64": F64}
 
 
+def row_major_strides(shape) -> list[int]:
+    """Element strides of a row-major array of `shape`."""
+    out, s = [], 1
+    for n in reversed(shape):
+        out.append(s)
+        s *= n
+    return out[::-1]
+
+
 def int_storage(nbits: int) -> ir.IntType:
     for width in (8, 16, 32, 64):
         if nbits <= width:
