@@ -61,7 +61,7 @@ class Math:
         amount = b.select(big, ir.Constant(I64, 63), c)
         if left:
             return b.select(big, ir.Constant(I64, 0), b.shl(a, amount))
-        return b.ashr(a, amount)   # >= 64 acts as 63: 0 or -1, as Python's >>
+        return b.ashr(a, amount)   # outside [0, 64) shifts by 63, as runtime.args.shift_right
 
     def minmax(self, a, c, is_min: bool):
         b = self.b

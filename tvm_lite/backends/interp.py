@@ -359,6 +359,20 @@ def _mod(s, a, b):
     return np.mod(a, b)
 
 
+def _shift(left: bool):
+    """TL's shifts on int64 tiles: an amount outside [0, 64) gives 0 for <<
+    and shifts by 63 for >>, as on every backend."""
+    def rule(s, a, b):
+        _int_only(s)
+        a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+        inside = (b >= 0) & (b < 64)
+        amount = np.where(inside, b, 63)
+        if left:
+            return np.where(inside, np.left_shift(a, amount), 0)
+        return np.right_shift(a, amount)
+    return rule
+
+
 def _integer_op(fn):
     def rule(s, a, b):
         _int_only(s)
@@ -380,8 +394,8 @@ _ELEMENT_RULES = {
     vm.ElementOp.BIT_AND: _integer_op(np.bitwise_and),
     vm.ElementOp.BIT_OR: _integer_op(np.bitwise_or),
     vm.ElementOp.BIT_XOR: _integer_op(np.bitwise_xor),
-    vm.ElementOp.SHL: _integer_op(np.left_shift),
-    vm.ElementOp.SHR: _integer_op(np.right_shift),
+    vm.ElementOp.SHL: _shift(left=True),
+    vm.ElementOp.SHR: _shift(left=False),
     vm.ElementOp.LT: lambda s, a, b: np.less(a, b),
     vm.ElementOp.LE: lambda s, a, b: np.less_equal(a, b),
     vm.ElementOp.GT: lambda s, a, b: np.greater(a, b),

@@ -62,6 +62,16 @@ def _cdiv(a, b):
     return -(-a // b)
 
 
+def shift_left(a: int, b: int) -> int:
+    """TL's <<: an amount outside [0, 64) gives 0 (no undefined shifts)."""
+    return a << b if 0 <= b < 64 else 0
+
+
+def shift_right(a: int, b: int) -> int:
+    """TL's >> (arithmetic): an amount outside [0, 64) shifts by 63."""
+    return a >> (b if 0 <= b < 64 else 63)
+
+
 _BINARY = {
     vm.BinaryOp.ADD: lambda a, b: a + b,
     vm.BinaryOp.SUB: lambda a, b: a - b,
@@ -73,8 +83,8 @@ _BINARY = {
     vm.BinaryOp.BIT_AND: lambda a, b: a & b,
     vm.BinaryOp.BIT_OR: lambda a, b: a | b,
     vm.BinaryOp.BIT_XOR: lambda a, b: a ^ b,
-    vm.BinaryOp.SHL: lambda a, b: a << b,
-    vm.BinaryOp.SHR: lambda a, b: a >> b,
+    vm.BinaryOp.SHL: shift_left,
+    vm.BinaryOp.SHR: shift_right,
     vm.BinaryOp.LT: lambda a, b: int(a < b),
     vm.BinaryOp.LE: lambda a, b: int(a <= b),
     vm.BinaryOp.GT: lambda a, b: int(a > b),
@@ -87,15 +97,23 @@ _BINARY = {
     vm.BinaryOp.MAX: max,
 }
 
+# Float scalars follow IEEE arithmetic (x / 0 is inf, log(-1) is NaN), as tiles
+# do, rather than Python's exceptions.
+_FLOAT_BINARY = {
+    vm.BinaryOp.DIV: np.true_divide,
+    vm.BinaryOp.FLOOR_DIV: lambda a, b: np.floor(np.true_divide(a, b)),
+    vm.BinaryOp.MOD: np.mod,
+}
+
 _UNARY = {
     vm.UnaryOp.NEG: lambda a: -a,
     vm.UnaryOp.INVERT: lambda a: ~a,
     vm.UnaryOp.NOT: lambda a: int(not a),
     vm.UnaryOp.ABS: abs,
-    vm.UnaryOp.EXP: math.exp,
-    vm.UnaryOp.LOG: math.log,
-    vm.UnaryOp.SQRT: math.sqrt,
-    vm.UnaryOp.RSQRT: lambda a: 1.0 / math.sqrt(a),
+    vm.UnaryOp.EXP: np.exp,
+    vm.UnaryOp.LOG: np.log,
+    vm.UnaryOp.SQRT: np.sqrt,
+    vm.UnaryOp.RSQRT: lambda a: 1.0 / np.sqrt(a),
 }
 
 
@@ -120,9 +138,17 @@ def eval_expr(e: vm.Expr, scalars: dict, block: tuple[int, int, int] = (0, 0, 0)
     if isinstance(e, vm.BlockIdx):
         return block[e.axis]
     if isinstance(e, vm.Binary):
-        value = _BINARY[e.op](eval_expr(e.lhs, scalars, block), eval_expr(e.rhs, scalars, block))
+        a, b = eval_expr(e.lhs, scalars, block), eval_expr(e.rhs, scalars, block)
+        if e.op in _FLOAT_BINARY and (isinstance(a, float) or isinstance(b, float)):
+            with np.errstate(all="ignore"):
+                value = float(_FLOAT_BINARY[e.op](np.float64(a), np.float64(b)))
+        else:
+            value = _BINARY[e.op](a, b)
     elif isinstance(e, vm.Unary):
-        value = _UNARY[e.op](eval_expr(e.operand, scalars, block))
+        operand = eval_expr(e.operand, scalars, block)
+        with np.errstate(all="ignore"):
+            value = _UNARY[e.op](np.float64(operand) if e.op.is_function and e.op != vm.UnaryOp.ABS
+                                 else operand)
     elif isinstance(e, vm.Select):
         cond = eval_expr(e.cond, scalars, block)
         return eval_expr(e.true_value if cond else e.false_value, scalars, block)
