@@ -38,7 +38,7 @@ kernel qmatmul(m: i32, n: i32, k: i32, %a: global f16[m, k], %b: global u3[k, n]
   for kt in range(0, cdiv(k, 64), 1):
     %ta: reg f16[16, 64] = load(%a, offsets=[block.x * 16, kt * 64])
     %tb: reg u3[64, 64] = load(%b, offsets=[kt * 64, block.y * 64])
-    %ts: reg f16[1, 64] = load(%s, offsets=[kt * 64 // 128, block.y * 64])
+    %ts: reg f16[1, 64] = load(%s, offsets=[kt * 64 >> 7, block.y * 64])
     %acc_1: reg f16[64, 64] = cast(%tb)
     %acc_2: reg f16[64, 64] = elementwise(*, [%acc_1, %ts])
     %acc_3: reg f32[16, 64] = dot(%ta, %acc_2, acc=%acc)

@@ -6,10 +6,14 @@ words what was expected, with `file:line:col`, the line and a caret.
 """
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
+import pickle
 import threading
 from pathlib import Path
 
+import lark
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput,
                              UnexpectedToken, VisitError)
@@ -34,28 +38,50 @@ _parser_lock = threading.Lock()
 _parser: Lark | None = None
 
 
-def _cache_path() -> str | bool:
+def _strict_available() -> bool:
+    """lark's strict mode (regex-collision and conflict checks) needs interegular."""
+    return importlib.util.find_spec("interegular") is not None
+
+
+def _cache_path(grammar: str, strict: bool) -> str | bool:
+    """A per-user cache file named by the grammar's digest, or False if none can be made.
+
+    The digest in the name keeps different grammars (or lark versions) from
+    overwriting one another's tables; lark also checks a digest inside the file.
+    """
     root = os.environ.get("TL_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "tvm_lite")
+    key = hashlib.sha256(f"{grammar}\0{lark.__version__}\0{strict}".encode()).hexdigest()[:16]
     try:
         os.makedirs(root, exist_ok=True)
-        return os.path.join(root, "tl_grammar.lark.cache")
     except OSError:
         return False
+    if not os.access(root, os.W_OK | os.X_OK):
+        return False
+    return os.path.join(root, f"tl_grammar_{key}.lark.cache")
+
+
+def _options(strict: bool) -> dict:
+    return dict(parser="lalr", postlex=_TLIndenter(), propagate_positions=True,
+                maybe_placeholders=False, strict=strict)
 
 
 def get_parser() -> Lark:
-    """The process-wide LALR parser, built on first use (cached on disk)."""
+    """The process-wide LALR parser, built on first use (its tables cached on disk).
+
+    `strict=True` makes lark refuse terminal collisions and grammar conflicts
+    instead of resolving them silently; it needs the optional `interegular`
+    package, so without it the grammar is loaded non-strict (same tables).
+    """
     global _parser
     with _parser_lock:
         if _parser is None:
-            options = dict(parser="lalr", postlex=_TLIndenter(), propagate_positions=True,
-                           maybe_placeholders=False)
             text = _GRAMMAR.read_text()
+            strict = _strict_available()
             try:
-                _parser = Lark(text, cache=_cache_path(), **options)
-            except (OSError, EOFError, ValueError):
+                _parser = Lark(text, cache=_cache_path(text, strict), **_options(strict))
+            except (OSError, EOFError, ValueError, pickle.UnpicklingError):
                 # An unreadable or stale cache file must not break compilation.
-                _parser = Lark(text, **options)
+                _parser = Lark(text, **_options(strict))
         return _parser
 
 

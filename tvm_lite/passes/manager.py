@@ -65,4 +65,5 @@ def _dump(directory: str, number: int, name: str, program: vm.Program) -> None:
 def default_vm_passes() -> list[Pass]:
     """The target-independent VM pipeline every compile runs."""
     from .dead_code import eliminate_dead_code
-    return [Pass("eliminate_dead_code", eliminate_dead_code)]
+    from .simplify import simplify
+    return [Pass("simplify", simplify), Pass("eliminate_dead_code", eliminate_dead_code)]
