@@ -25,6 +25,7 @@ from ..ir import vm
 from .cpu_compute import ComputeEmitters
 from .cpu_memory import load_element, store_element
 from .cpu_math import STATUS_SHARED_RANGE, Math, is_true
+from .llvm import host
 from .cpu_types import F32, F64, I8, I32, I64, Convert, compute_type, row_major_strides, storage_type
 
 PTR = ir.PointerType(I8)
@@ -46,7 +47,7 @@ class KernelCodegen(ComputeEmitters):
         self.fn.args[0].add_attribute("noalias")
         self.entry = self.fn.append_basic_block("entry")
         self.b = ir.IRBuilder(self.entry)
-        self.conv = Convert(self.b, self.intrinsic)
+        self.conv = Convert(self.b, self.intrinsic, f16c=host().has("f16c"))
         self.math = Math(self.b, self.intrinsic, self.flag_error)
         self.scalars: dict = {}      # Var -> alloca of i64 / double
         self.tiles: dict = {}        # id(tensor) -> alloca array

@@ -133,11 +133,16 @@ class ComputeEmitters:
             self.write(s.out, flat, v)
         self.elements(s.out.shape, each)
 
-    def _widened_copy(self, t, name: str) -> ir.Value:
-        """t's elements as compute values in a scratch array (decoded once)."""
-        ct = compute_type(t.dtype)
-        buf = self.alloca(ct, max(1, t.size), name=name)
-        self.elements(t.shape, lambda flat, index: self.b.store(self.read(t, flat), self.b.gep(buf, [flat])))
+    def _widened_copy(self, t, name: str, ty: ir.Type) -> ir.Value:
+        """t's elements as values of type `ty` in a scratch array (decoded once)."""
+        buf = self.alloca(ty, max(1, t.size), name=name)
+
+        def each(flat, index):
+            v = self.read(t, flat)
+            if ty == F32:
+                v = self.b.fptrunc(v, F32)   # exact: the operands have at most f32's precision
+            self.b.store(v, self.b.gep(buf, [flat]))
+        self.elements(t.shape, each)
         return buf
 
     def emit_Dot(self, s: vm.Dot) -> None:
@@ -146,8 +151,14 @@ class ComputeEmitters:
         self.tile(s.out)
         b = self.b
         (m, k), n = s.a.shape, s.b.shape[1]
-        a_buf, b_buf = self._widened_copy(s.a, "dot.a"), self._widened_copy(s.b, "dot.b")
-        acc = self._widened_copy(s.acc, "dot.acc")
+        # "The accumulator's precision": an f32 accumulator sums in f32, which
+        # also doubles the SIMD width; others (f64, f16, integers) use the
+        # compute type, then round once.
+        single = s.out.dtype.name == "f32" and s.a.dtype.is_float and s.a.dtype.mantissa_bits <= 23 \
+            and s.a.dtype.exponent_bits <= 8
+        ty = F32 if single else compute_type(s.out.dtype)
+        a_buf, b_buf = self._widened_copy(s.a, "dot.a", ty), self._widened_copy(s.b, "dot.b", ty)
+        acc = self._widened_copy(s.acc, "dot.acc", ty)
         float_acc = s.out.dtype.is_float
         c = lambda v: ir.Constant(I64, v)  # noqa: E731
 
@@ -166,7 +177,10 @@ class ComputeEmitters:
                 self.counted_loop(n, column, "j")
             self.counted_loop(k, inner, "k")
         self.counted_loop(m, row, "i")
-        self.elements(s.out.shape, lambda flat, index: self.write(s.out, flat, b.load(b.gep(acc, [flat]))))
+        def result(flat, index):
+            v = b.load(b.gep(acc, [flat]))
+            self.write(s.out, flat, b.fpext(v, F64) if v.type == F32 else v)
+        self.elements(s.out.shape, result)
 
     def emit_Reduce(self, s: vm.Reduce) -> None:
         self.tile(s.out)

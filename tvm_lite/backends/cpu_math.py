@@ -125,12 +125,14 @@ class Math:
 
     def accumulate(self, acc: ir.Value, value: ir.Value) -> ir.Value:
         """acc + value where reassociation is allowed (sums and dot)."""
-        if acc.type == F64:
+        if isinstance(acc.type, (ir.FloatType, ir.DoubleType)):
             return self.b.fadd(acc, value, flags=_FAST)
         return self.b.add(acc, value)
 
     def product(self, a: ir.Value, c: ir.Value) -> ir.Value:
-        return self.b.fmul(a, c, flags=_FAST) if a.type == F64 else self.b.mul(a, c)
+        if isinstance(a.type, (ir.FloatType, ir.DoubleType)):
+            return self.b.fmul(a, c, flags=_FAST)
+        return self.b.mul(a, c)
 
 
 def is_true(builder: ir.IRBuilder, v: ir.Value) -> ir.Value:

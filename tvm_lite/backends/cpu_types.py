@@ -52,9 +52,12 @@ def compute_type(dt: DataType) -> ir.Type:
 class Convert:
     """Conversions between storage and compute values, emitted with a builder."""
 
-    def __init__(self, builder: ir.IRBuilder, intrinsic):
+    def __init__(self, builder: ir.IRBuilder, intrinsic, f16c: bool = False):
         self.b = builder
         self.intrinsic = intrinsic   # name, types -> function
+        # With F16C, f16 <-> f32 are single instructions (vcvtph2ps/vcvtps2ph);
+        # without it LLVM would call a runtime library the JIT cannot resolve.
+        self.f16c = f16c
 
     # storage <-> compute
     def widen(self, value: ir.Value, dt: DataType) -> ir.Value:
@@ -67,6 +70,8 @@ class Convert:
             return value
         if dt.name == "f32":
             return b.fpext(value, F64)
+        if dt.name == "f16" and self.f16c:
+            return b.fpext(b.fpext(b.bitcast(value, F16), F32), F64)
         return self.decode(b.zext(value, I64) if value.type.width < 64 else value, dt)
 
     def narrow(self, value: ir.Value, dt: DataType) -> ir.Value:
@@ -80,9 +85,27 @@ class Convert:
             return value
         if dt.name == "f32":
             return b.fptrunc(self.saturate(value, dt), F32)
+        if dt.name == "f16" and self.f16c:
+            # Rounding to odd in f32 first makes the final f32 -> f16 rounding
+            # exact: f32 has more than 11 + 2 significand bits.
+            half = b.fptrunc(self.round_to_odd_f32(self.saturate(value, dt)), F16)
+            return b.bitcast(half, I16)
         bits = self.encode(value, dt)
         st = storage_type(dt)
         return bits if st.width == 64 else b.trunc(bits, st)
+
+    def round_to_odd_f32(self, value: ir.Value) -> ir.Value:
+        """double -> float rounded to odd: truncate, then set the last bit if inexact."""
+        b = self.b
+        f = b.fptrunc(value, F32)
+        back = b.fpext(f, F64)
+        inexact = b.fcmp_ordered("!=", back, value)
+        fabs = self.intrinsic("llvm.fabs", F64)
+        away = b.fcmp_ordered(">", b.call(fabs, [back]), b.call(fabs, [value]))
+        bits = b.bitcast(f, I32)
+        bits = b.select(b.and_(inexact, away), b.sub(bits, ir.Constant(I32, 1)), bits)
+        bits = b.select(inexact, b.or_(bits, ir.Constant(I32, 1)), bits)
+        return b.bitcast(bits, F32)
 
     def wrap(self, value: ir.Value, dt: DataType) -> ir.Value:
         """i64 -> i64 holding the value wrapped to dt's width."""
