@@ -1,14 +1,15 @@
 """The layout algebra, tested by its laws (DESIGN.md section 5)."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-import tvm_lite as tl
-from tvm_lite.ir.layout import (column_local, column_spatial, contiguous_run, divide, local,
-                                mma_m16n8k16_a, mma_m16n8k16_b, mma_m16n8k16_c, permute, product,
-                                reduce, register_layout, replicated, spatial)
-from tvm_lite.ir.shared_layout import shared_column_major, shared_row_major
+from tvm_lite.errors import TLError, TLLayoutError
+from tvm_lite.ir.layout import (RegisterLayout, canonicalize, column_local, column_spatial, concat,
+                                contiguous_run, divide, format_layout, local, local_offsets, mma_m16n8k16_a,
+                                mma_m16n8k16_b, mma_m16n8k16_c, permute, product, reduce, register_layout,
+                                replicate, replicated, reshape, spatial)
+from tvm_lite.ir.shared_layout import SharedLayout, Swizzle, shared_column_major, shared_row_major
 
 ATOMS = [local, spatial, column_local, column_spatial]
 factors = st.sampled_from([1, 2, 3, 4])
@@ -21,10 +22,10 @@ def atoms(draw, ndim=2):
 
 
 @st.composite
-def layouts(draw, replication=False):
-    parts = draw(st.lists(atoms(), min_size=1, max_size=3))
+def layouts(draw, replication=False, ndim=2, max_atoms=3):
+    parts = draw(st.lists(atoms(ndim), min_size=1, max_size=max_atoms))
     if replication and draw(st.booleans()):
-        parts.insert(draw(st.integers(0, len(parts))), replicated(draw(st.sampled_from([2, 3])), 2))
+        parts.insert(draw(st.integers(0, len(parts))), replicate(draw(st.sampled_from([2, 3]))))
     out = parts[0]
     for p in parts[1:]:
         out = out * p
@@ -35,28 +36,39 @@ def all_slots(layout):
     return np.meshgrid(np.arange(layout.num_threads), np.arange(layout.local_size), indexing="ij")
 
 
-def flat_indices(layout):
-    t, l = all_slots(layout)
-    return layout.global_index(t, l).ravel()
+def same_map(x, y):
+    """x and y map every (thread, slot) to the same index."""
+    if (x.shape, x.num_threads, x.local_size) != (y.shape, y.num_threads, y.local_size):
+        return False
+    t, l = all_slots(x)
+    return all(np.array_equal(a, b) for a, b in zip(x.map(t, l), y.map(t, l)))
 
 
+# ------------------------------------------------------------------ laws
 @settings(max_examples=150, deadline=None)
 @given(layouts())
 def test_non_replicated_layout_is_a_bijection(layout):
-    flat = flat_indices(layout)
-    assert sorted(flat.tolist()) == list(range(int(np.prod(layout.shape))))
     t, l = all_slots(layout)
+    flat = layout.global_index(t, l).ravel()
+    assert sorted(flat.tolist()) == list(range(int(np.prod(layout.shape))))
     back_t, back_l = layout.locate(layout.map(t, l))
     np.testing.assert_array_equal(back_t, t)
     np.testing.assert_array_equal(back_l, l)
+    # and map inverts locate, over every index of the tile
+    idx = tuple(np.indices(layout.shape))
+    for x, y in zip(layout.map(*layout.locate(idx)), idx):
+        np.testing.assert_array_equal(x, y)
 
 
 @settings(max_examples=150, deadline=None)
-@given(layouts(replication=True), layouts(replication=True))
+@given(layouts(replication=True, max_atoms=2), layouts(replication=True, max_atoms=2))
 def test_product_map_composes_factor_maps(a, b):
     p = a * b
+    assume(p.num_threads * p.local_size <= 1 << 14)   # keeps the exhaustive check fast
+    assert p == product(a, b)
     assert p.shape == tuple(x * y for x, y in zip(a.shape, b.shape))
     assert p.num_threads == a.num_threads * b.num_threads and p.local_size == a.local_size * b.local_size
+    assert p.replication == a.replication * b.replication
     t, l = all_slots(p)
     ta, tb = t // b.num_threads, t % b.num_threads
     la, lb = l // b.local_size, l % b.local_size
@@ -64,67 +76,182 @@ def test_product_map_composes_factor_maps(a, b):
         np.testing.assert_array_equal(x, xa * sb + xb)
 
 
-@settings(max_examples=100, deadline=None)
-@given(layouts(), layouts(), layouts())
+@settings(max_examples=60, deadline=None)
+@given(layouts(replication=True), layouts(replication=True), layouts(replication=True))
 def test_product_is_associative(a, b, c):
     assert (a * b) * c == a * (b * c)
+
+
+def test_product_is_not_commutative_and_pads_ranks():
+    assert spatial(2) * local(2) != local(2) * spatial(2)
+    p = local(4) * spatial(2, 3)          # rank 1 padded to [1, 4]
+    assert p.shape == (2, 12) and p == local(1, 4) * spatial(2, 3)
+    assert spatial(4, 8) * replicate(2) == spatial(4, 8).replicate(2)
+    assert (spatial(4, 8) * replicate(2)).shape == (4, 8)
+    assert spatial(2).__mul__(3) is NotImplemented
 
 
 @settings(max_examples=150, deadline=None)
 @given(layouts(replication=True), layouts(replication=True))
 def test_divide_inverts_product(a, b):
-    q = divide(a * b, b)
-    assert q is not None and q * b == a * b
-    assert q.shape == a.shape and flat_eq(q, a)
-
-
-def flat_eq(x, y):
-    tx, lx = all_slots(x)
-    return x.num_threads == y.num_threads and np.array_equal(x.global_index(tx, lx), y.global_index(tx, lx))
+    assert divide(a * b, b) == a
+    assert divide(a * b, b).shape == a.shape
 
 
 def test_divide_refuses_a_layout_not_built_from_the_atom():
-    assert divide(spatial(8, 4), local(2, 2)) is None
-    assert divide(local(4, 4), local(3, 1)) is None
-    assert divide(spatial(4, 4).local(2, 2), spatial(2, 2)) is None
+    assert divide(local(4), local(2, 2)) is None                       # atom of higher rank
+    assert divide(local(4, 4), local(3, 1)) is None                    # shape does not divide
+    assert divide(spatial(3) * local(2), local(3)) is None             # cut inside a mode of L
+    assert divide(spatial(4) * local(2), spatial(3) * local(2)) is None   # 8 % 6
+    assert divide(spatial(8, 4), local(2, 2)) is None                  # spatial vs local digits
+    assert divide(spatial(4, 4).local(2, 2), spatial(2, 2)) is None    # B's digits not least significant
+    assert divide(local(2, 4) * spatial(4, 2), spatial(4, 4)) is None  # modes differ within a dim
+    assert divide(spatial(2), spatial(2) * replicate(2)) is None       # L's thread list runs out
+    assert divide(spatial(4) * replicate(2), spatial(2) * replicate(3)) is None  # replication differs
+    assert divide(spatial(2) * replicate(2), replicate(2) * spatial(2)) is None  # replication vs mode
+    assert divide(column_spatial(2, 2), spatial(1, 2)) is None         # an A digit among B's
+    assert divide(spatial(2) * replicate(2), spatial(2)) is None       # replication after B's digits
 
 
+def test_divide_splits_replication_and_finds_mma_atoms():
+    assert divide(spatial(2) * replicate(6), replicate(3)) == spatial(2) * replicate(2)
+    assert divide(replicate(6) * spatial(2), replicate(2) * spatial(2)) == replicate(3, ndim=1)   # A has L's rank
+    a = mma_m16n8k16_a()
+    assert divide(spatial(2, 2) * local(2, 4) * a, a) == spatial(2, 2) * local(2, 4)
+    assert divide(a, local(1, 2)) == column_local(2, 2).spatial(8, 4)
+    assert divide(spatial(4, 2) * mma_m16n8k16_c(), mma_m16n8k16_c()) == spatial(4, 2)
+
+
+# --------------------------------------------------------- value semantics
 @settings(max_examples=100, deadline=None)
-@given(layouts(), st.data())
-def test_equal_layouts_hash_equal_and_canonical_form_keeps_the_map(layout, data):
-    rebuilt = layout * local(1, 1) * spatial(1, 1)
+@given(layouts(replication=True))
+def test_equal_layouts_hash_equal_and_canonical_form_keeps_the_map(layout):
+    rebuilt = replicate(1) * layout * local(1, 1) * spatial(1, 1)
     assert rebuilt == layout and hash(rebuilt) == hash(layout)
     assert {layout: 1}[rebuilt] == 1
-    assert flat_eq(layout.canonical, layout)
+    c = canonicalize(layout)
+    assert same_map(c, layout) and canonicalize(c).mode_shape == c.mode_shape
+    assert all(f > 1 for m in c.mode_shape for f in m)
 
 
-def test_splitting_a_mode_gives_an_equal_layout():
+def test_different_constructions_of_one_map_are_equal():
     assert local(8) == local(2).local(4) == local(2) * local(2) * local(2)
     assert spatial(4, 8) == spatial(2, 1) * spatial(2, 8)
+    assert replicate(2) * replicate(3) == replicate(6)
+    assert column_spatial(3) == spatial(3) and column_local(1, 5) == local(1, 5)
+    assert spatial(2).column_local(2, 3) == spatial(2) * column_local(2, 3)
+    assert local(2, 2).modes == local(2, 2).mode_shape == ((2,), (2,))
+    assert register_layout([4, 6], [[2, 2], [6]], [0, -2, 2], [1]) == \
+        spatial(2, 1).replicate(2).spatial(1, 6) * local(2, 1)
+    assert len({local(8), local(2).local(4), local(2, 4), spatial(8)}) == 3
     assert spatial(4) != local(4) and spatial(2, 4) != column_spatial(2, 4)
+    assert spatial(4) != "spatial(4)" and local(2, 2) != local(4)
+
+
+# --------------------------------------------------------------- reduce
+@settings(max_examples=80, deadline=None)
+@given(layouts(replication=True), st.sampled_from([0, 1, -1, (0, 1)]))
+def test_reduce_semantics(layout, dims):
+    r = reduce(layout, dims)
+    reduced = {d % 2 for d in ((dims,) if isinstance(dims, int) else dims)}
+    assert r.shape == tuple(1 if d in reduced else s for d, s in enumerate(layout.shape))
+    assert r.num_threads == layout.num_threads
+    lost_local = int(np.prod([layout.mode_sizes[e] for e in layout.local_modes if layout.mode_dims[e] in reduced]))
+    assert r.local_size * lost_local == layout.local_size
+    assert r.num_threads * r.local_size == r.replication * int(np.prod(r.shape))
+    # thread t of r holds the projection of every element thread t held
+    t, l = all_slots(layout)
+    x = layout.map(t, l)
+    for k in range(0, t.size, max(1, t.size // 40)):
+        tt, ll = int(t.flat[k]), int(l.flat[k])
+        proj = tuple(0 if d in reduced else int(x[d].flat[k]) for d in range(2))
+        assert tt in [owner for owner, _ in r.owners(proj)]
+        assert (reduced == {0, 1}) or r.map(tt, 0)[min(set(range(2)) - reduced)] >= 0
 
 
 def test_reduce_turns_spatial_modes_into_replication():
     layout = spatial(8, 4).local(1, 2)
     r = reduce(layout, 1)
+    assert r == spatial(8, 1).replicate(4)
     assert r.shape == (8, 1) and r.num_threads == 32 and r.local_size == 1 and r.replication == 4
-    assert sorted(r.owners((3, 0))) == [(12, 0), (13, 0), (14, 0), (15, 0)]
+    assert r.owners((3, 0)) == [(12, 0), (13, 0), (14, 0), (15, 0)]
     r0 = reduce(local(2, 3).spatial(4, 1), 0)
-    assert r0.shape == (1, 3) and r0.num_threads == 4 and r0.local_size == 3
+    assert r0 == local(1, 3) * replicate(4)
+    c = reduce(mma_m16n8k16_c(), [1])                 # row sums of an accumulator
+    assert c == local(2, 1).spatial(8, 1).replicate(4)
+    with pytest.raises(TLLayoutError):
+        reduce(layout, 2)
 
 
-def test_permute_swaps_dimensions():
-    layout = spatial(2, 4).local(3, 1)
-    p = permute(layout, (1, 0))
+# ------------------------------------------------- permute, reshape, concat
+@settings(max_examples=80, deadline=None)
+@given(layouts(replication=True, ndim=3), st.permutations([0, 1, 2]))
+def test_permute_moves_index_components(layout, perm):
+    p = permute(layout, perm)
     t, l = all_slots(layout)
-    x0, x1 = layout.map(t, l)
-    y0, y1 = p.map(t, l)
-    np.testing.assert_array_equal(x0, y1)
-    np.testing.assert_array_equal(x1, y0)
-    with pytest.raises(tl.TLLayoutError):
-        permute(layout, (0, 0))
+    x, y = layout.map(t, l), p.map(t, l)
+    for i, d in enumerate(perm):
+        np.testing.assert_array_equal(y[i], x[d])
+    assert permute(p, np.argsort(perm)) == layout
 
 
+@settings(max_examples=80, deadline=None)
+@given(layouts(replication=True))
+def test_reshape_keeps_the_flat_map(layout):
+    n = int(np.prod(layout.shape))
+    flat = reshape(layout, (n,))
+    t, l = all_slots(layout)
+    np.testing.assert_array_equal(flat.map(t, l)[0], layout.global_index(t, l))
+    assert reshape(flat, layout.shape) == layout
+    assert reshape(layout, (1,) + layout.shape + (1,)).shape == (1,) + layout.shape + (1,)
+
+
+def test_reshape_regroups_modes_or_refuses():
+    assert reshape(spatial(4, 8).local(1, 2), (4, 4, 4)) == spatial(4, 4, 2).local(1, 1, 2)
+    assert reshape(local(6), (2, 3)) == local(2, 3)
+    with pytest.raises(TLLayoutError):
+        reshape(local(6), (4,))
+    with pytest.raises(TLLayoutError):
+        reshape(spatial(3) * local(2), (2, 3))      # the cut at 3 falls inside the mode of size 3
+    with pytest.raises(TLLayoutError):
+        reshape(local(4), (0, 4))
+
+
+def test_concat_adds_dimensions():
+    c = concat(spatial(4), local(2, 3))
+    assert c.shape == (4, 2, 3) and c.num_threads == 4 and c.local_size == 6
+    t, l = all_slots(c)
+    x = c.map(t, l)
+    np.testing.assert_array_equal(x[0], spatial(4).map(t, 0)[0])
+    np.testing.assert_array_equal(x[1] * 3 + x[2], l)
+    assert concat(spatial(2), replicate(2)) == spatial(2).replicate(2)
+
+
+def test_permute_rejects_a_non_permutation():
+    with pytest.raises(TLLayoutError):
+        permute(spatial(2, 4), (0, 0))
+
+
+# ------------------------------------------------------------ contiguity
+def test_contiguity_query():
+    assert contiguous_run(spatial(4, 8).local(1, 8), (64, 1)) == 8
+    assert contiguous_run(spatial(4, 8).local(1, 8), (1, 4)) == 1
+    assert contiguous_run(local(2, 4), (4, 1)) == 8
+    assert contiguous_run(local(2, 4), (8, 1)) == 4
+    assert contiguous_run(local(2, 6), (8, 1)) == 2         # largest power of two dividing 12
+    assert contiguous_run(local(3), (1,)) == 1
+    assert contiguous_run(mma_m16n8k16_a(), (16, 1)) == 2
+    assert contiguous_run(mma_m16n8k16_b(), (1, 16)) == 2   # B stored column-major (n, k)
+    assert contiguous_run(mma_m16n8k16_b(), (8, 1)) == 1
+    assert contiguous_run(column_local(2, 4), (4, 1)) == 1
+    assert contiguous_run(column_local(2, 4), (1, 2)) == 8
+    assert contiguous_run(spatial(2).replicate(2).local(4), (1,)) == 4
+    assert local_offsets(local(2, 2), (2, 1)).tolist() == [[0, 1, 2, 3]]
+    with pytest.raises(TLLayoutError):
+        contiguous_run(local(2, 4), (1,))
+
+
+# --------------------------------------------------------- mma fragments
 def test_mma_fragments_follow_the_ptx_isa():
     lane = np.arange(32)[:, None]
     g, tig = lane >> 2, lane % 4
@@ -136,62 +263,102 @@ def test_mma_fragments_follow_the_ptx_isa():
     np.testing.assert_array_equal(col, tig * 2 + (i & 1) + 8 * (i >> 2))
     i = np.arange(4)[None, :]
     row, col = b.map(lane, i)
-    assert b.shape == (16, 8)
+    assert b.shape == (16, 8) and b.num_threads == 32 and b.local_size == 4
     np.testing.assert_array_equal(row, tig * 2 + (i & 1) + 8 * (i >> 1))
     np.testing.assert_array_equal(col, np.broadcast_to(g, row.shape))
     row, col = c.map(lane, i)
-    assert c.shape == (16, 8)
+    assert c.shape == (16, 8) and c.num_threads == 32 and c.local_size == 4
     np.testing.assert_array_equal(row, g + 8 * (i >> 1))
     np.testing.assert_array_equal(col, tig * 2 + (i & 1))
-    # The instruction recognizes its atom in a warp tiling.
-    assert divide(local(2, 4) * a, a) == local(2, 4)
+    assert b == permute(local(1, 2).spatial(8, 4).local(1, 2), (1, 0))   # B is a transposed-A-like tile
+    assert a.replication == b.replication == c.replication == 1
 
 
-def test_contiguity_query():
-    assert contiguous_run(spatial(4, 8).local(1, 8), (64, 1)) == 8
-    assert contiguous_run(spatial(4, 8).local(1, 8), (1, 4)) == 1
-    assert contiguous_run(local(2, 4), (4, 1)) == 8
-    assert contiguous_run(local(2, 4), (8, 1)) == 4
-    assert contiguous_run(mma_m16n8k16_a(), (16, 1)) == 2
-    assert contiguous_run(column_local(2, 4), (4, 1)) == 1
-    with pytest.raises(tl.TLLayoutError):
-        contiguous_run(local(2, 4), (1,))
+# ----------------------------------------------------- maps, owners, errors
+def test_map_and_locate_accept_ints_and_check_ranges():
+    layout = spatial(8, 4).local(1, 2)
+    assert layout.map(5, 1) == (1, 3) and layout.locate((1, 3)) == (5, 1)
+    assert layout.global_index(5, 1) == 11
+    assert layout.owners((1, 3)) == [(5, 1)]
+    assert replicate(3).map(2, 0) == () and replicate(3).owners(()) == [(0, 0), (1, 0), (2, 0)]
+    for bad in [lambda: layout.map(32, 0), lambda: layout.map(0, 2), lambda: layout.map(-1, 0),
+                lambda: layout.locate((8, 0)), lambda: layout.locate((0,)),
+                lambda: (spatial(4) * replicate(2)).locate((1,))]:
+        with pytest.raises(TLLayoutError):
+            bad()
 
 
 def test_layout_errors_are_tl_errors():
-    with pytest.raises(tl.TLLayoutError):
-        local(0, 2)
-    with pytest.raises(tl.TLLayoutError):
-        register_layout([[2, 2]], [0], [0])
-    with pytest.raises(tl.TLLayoutError):
-        replicated(0)
-    with pytest.raises(tl.TLLayoutError):
-        (spatial(4) * replicated(2)).locate((1,))
+    assert issubclass(TLLayoutError, TLError)
+    bad = [lambda: local(0, 2), lambda: spatial("x"), lambda: replicate(0), lambda: replicated(2, -1),
+           lambda: register_layout([4], [[2, 2]], [0], [0]),       # mode 1 missing, mode 0 twice
+           lambda: register_layout([4], [[2, 3]], [0], [1]),       # modes do not multiply out
+           lambda: register_layout([4], [[4]], [], [-2, 0]),       # replication in the local list
+           lambda: RegisterLayout(((0,),), (0,), ()),               # zero-size mode
+           lambda: permute(local(2), ("a",))]
+    for make in bad:
+        with pytest.raises(TLLayoutError):
+            make()
 
 
 def test_printer_draws_threads_and_slots():
     text = str(spatial(2, 2).local(1, 2))
     assert text.splitlines() == ["t0:0 t0:1 t1:0 t1:1", "t2:0 t2:1 t3:0 t3:1"]
+    assert format_layout(local(3)) == "t0:0 t0:1 t0:2"
     assert "t0|t1:0" in str(reduce(spatial(2, 2), 1))
     assert "RegisterLayout(shape=[16, 16]" in repr(mma_m16n8k16_a())
+    assert "spatial_modes=[-3]" in str(replicate(3))         # rank 0 prints repr
+    assert str(local(1, 2, 2)) == repr(local(1, 2, 2))
 
 
+# -------------------------------------------------------- shared layouts
 @settings(max_examples=100, deadline=None)
-@given(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3), st.integers(1, 4))
-def test_swizzles_are_permutations(bits, base, extra, blocks):
+@given(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3), st.integers(1, 4), st.booleans())
+def test_swizzles_are_permutations(bits, base, extra, blocks, column):
     shift = bits + extra
     period = 1 << (base + shift + bits)
-    layout = shared_row_major(blocks, period).swizzle(bits, base, shift)
-    idx = np.indices((blocks, period))
-    offsets = layout.offset((idx[0], idx[1])).ravel()
+    make = shared_column_major if column else shared_row_major
+    shape = (period, blocks) if column else (blocks, period)
+    layout = make(*shape).swizzle(bits, base, shift)
+    offsets = np.ravel(layout.offset(tuple(np.indices(shape))))
     assert sorted(offsets.tolist()) == list(range(blocks * period))
     assert layout.size == blocks * period
+    sw = Swizzle(bits, base, shift)
+    assert sw.period == period
+    o = np.arange(period)
+    np.testing.assert_array_equal(sw(sw(o)), o)              # an involution
+
+
+def test_swizzle_formula_and_ldmatrix_banks():
+    sw = Swizzle(3, 3, 3)                                    # o ^ ((o >> 3) & 0b111000)
+    assert sw(0b101_000_000) == 0b101_101_000 and sw(0b000_111_101) == 0b000_111_101
+    layout = shared_row_major(8, 64).swizzle(3, 3, 3)
+    chunks = [layout.offset((r, 0)) % 64 // 8 for r in range(8)]
+    assert sorted(chunks) == list(range(8))                  # eight rows hit eight 16-byte chunks
+    assert layout == shared_row_major(8, 64).swizzle(3, 3, 3) and len({layout, shared_row_major(8, 64)}) == 2
 
 
 def test_shared_row_and_column_major():
     r, c = shared_row_major(3, 5), shared_column_major(3, 5)
     assert r.strides == (5, 1) and c.strides == (1, 3)
-    assert int(r.offset((2, 4))) == 14 and int(c.offset((2, 4))) == 14
-    assert r.size == 15 and str(r).splitlines()[0].split() == ["0", "1", "2", "3", "4"]
-    with pytest.raises(tl.TLLayoutError):
-        shared_row_major(4, 8).swizzle(3, 0, 2)
+    assert r.offset((2, 4)) == 14 and c.offset((2, 4)) == 14 and c.offset((1, 0)) == 1
+    np.testing.assert_array_equal(r.offset((np.arange(3), 1)), [1, 6, 11])
+    assert r.size == 15 and c.size == 15 and SharedLayout((4, 4), (8, 1)).size == 28
+    assert str(r).splitlines()[0].split() == ["0", "1", "2", "3", "4"]
+    assert str(shared_row_major(4)) == "0 1 2 3"
+    assert str(shared_row_major(2, 2, 2)) == repr(shared_row_major(2, 2, 2))
+    assert "swizzle=(1, 0, 1)" in repr(shared_row_major(4, 4).swizzle(1, 0, 1))
+    # a swizzle on a span that is not a whole period still reports 1 + its largest offset
+    s = shared_row_major(5).swizzle(1, 0, 2)
+    assert s.size == 1 + max(s.offset((i,)) for i in range(5)) == 6
+
+
+def test_shared_layout_errors():
+    bad = [lambda: shared_row_major(4, 8).swizzle(3, 0, 2), lambda: shared_row_major(0, 4),
+           lambda: SharedLayout((4,), (1, 1)), lambda: SharedLayout((4,), (-1,)),
+           lambda: shared_row_major("a"), lambda: shared_row_major(4).offset((4,)),
+           lambda: shared_row_major(4).offset((1, 1)),
+           lambda: shared_row_major(8).swizzle(1, 0, 1).swizzle(1, 0, 1)]
+    for make in bad:
+        with pytest.raises(TLLayoutError):
+            make()

@@ -1,28 +1,30 @@
 """Register layouts: how a tile's elements are spread over threads and slots.
 
 A register layout maps (thread t in [0, T), local slot l in [0, L)) to an index
-of the tile's shape (DESIGN.md section 5):
+of the tile's shape (DESIGN.md section 5). Representation (Tilus-like):
 
-* each dimension is split into *modes* (factors whose product is the
-  dimension); the index in that dimension is the row-major ravel of its modes'
-  digits, first mode most significant;
-* every mode is *spatial* (its digit is part of the thread id) or *local* (part
-  of the slot id); the spatial list may also hold *replication* entries: r
-  threads that hold the same elements;
-* the thread id is the row-major ravel of the spatial list's digits, the slot
-  id that of the local list's.
+* `mode_shape[d]` splits dimension d into *modes*, factors whose product is
+  shape[d] (no modes: size 1). The index x_d is the row-major ravel of its
+  modes' digits, first mode most significant. Modes are numbered 0, 1, ...
+  across all dimensions in order (dimension 0's modes first).
+* `spatial_modes` lists mode ids whose digits form the thread id, row-major
+  (first entry most significant). A *negative* entry -r is an r-fold
+  replication: a thread digit of size r that selects no element, so r
+  threads hold the same data.
+* `local_modes` lists mode ids whose digits form the slot id, row-major.
+* every mode id appears exactly once in spatial_modes or local_modes.
 
-Representation: `modes[d]` are the factors of dimension d; modes are numbered
-0, 1, ... across dimensions in order; `spatial` and `local` list mode numbers,
-and a negative entry -r in `spatial` is an r-fold replication.
+Layouts are values: `==` and `hash` use the canonical form (size-1 modes and
+-1 replications dropped; modes adjacent in the same dimension and consecutive
+in the same list merged; adjacent replications merged). The canonical form is
+unique for a given (thread, slot) -> index map, so two constructions of one
+mapping compare equal and key a dict alike.
 
-Layouts are values: equality and hashing use the canonical form (size-1 modes
-dropped, neighbouring modes merged), so two constructions of the same mapping
-compare equal and can key a dict.
+Free functions do the algebra: `product` (also `A * B`), `divide`, `reduce`,
+`permute`, `reshape`, `concat`, `canonicalize`, `contiguous_run`.
 """
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -30,80 +32,112 @@ from functools import cached_property
 import numpy as np
 
 from ..errors import TLLayoutError
+from . import layout_print
+
+__all__ = ["RegisterLayout", "register_layout", "local", "spatial", "column_local", "column_spatial",
+           "replicate", "replicated", "product", "divide", "reduce", "permute", "reshape", "concat",
+           "canonicalize", "contiguous_run", "local_offsets", "format_layout",
+           "mma_m16n8k16_a", "mma_m16n8k16_b", "mma_m16n8k16_c"]
 
 
-def _prod(xs) -> int:
-    return math.prod(xs)
+def _ints(xs, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in xs)
+    except (TypeError, ValueError):
+        raise TLLayoutError(f"{what} must be integers, got {xs!r}") from None
+
+
+def _renumber(ids, number: dict[int, int]) -> tuple[int, ...]:
+    """Map mode ids through `number`, keeping replication entries."""
+    return tuple(number[e] if e >= 0 else e for e in ids)
 
 
 @dataclass(frozen=True, eq=False)
 class RegisterLayout:
-    modes: tuple[tuple[int, ...], ...]
+    mode_shape: tuple[tuple[int, ...], ...]
     spatial_modes: tuple[int, ...]
     local_modes: tuple[int, ...]
 
     def __post_init__(self):
-        n = sum(len(m) for m in self.modes)
+        n = sum(len(m) for m in self.mode_shape)
+        if any(f < 1 for m in self.mode_shape for f in m):
+            raise TLLayoutError(f"mode sizes must be positive: {self.mode_shape}")
+        if any(e < 0 for e in self.local_modes):
+            raise TLLayoutError(f"replication belongs in spatial_modes, not local_modes: {self.local_modes}")
         used = sorted([e for e in self.spatial_modes if e >= 0] + list(self.local_modes))
         if used != list(range(n)):
-            raise TLLayoutError(f"every mode must appear once in spatial or local: modes {self.modes}, "
-                                f"spatial {self.spatial_modes}, local {self.local_modes}")
-        if any(f < 1 for m in self.modes for f in m):
-            raise TLLayoutError(f"mode sizes must be positive: {self.modes}")
+            raise TLLayoutError(f"every mode must appear exactly once in spatial or local modes: "
+                                f"mode_shape {self.mode_shape}, spatial {self.spatial_modes}, "
+                                f"local {self.local_modes}")
 
     # ------------------------------------------------------------ properties
+    @property
+    def modes(self) -> tuple[tuple[int, ...], ...]:
+        """Alias of mode_shape."""
+        return self.mode_shape
+
     @cached_property
     def mode_sizes(self) -> tuple[int, ...]:
-        return tuple(f for m in self.modes for f in m)
+        """Size of every mode, by mode id."""
+        return tuple(f for m in self.mode_shape for f in m)
 
     @cached_property
     def mode_dims(self) -> tuple[int, ...]:
-        return tuple(d for d, m in enumerate(self.modes) for _ in m)
+        """Dimension of every mode, by mode id."""
+        return tuple(d for d, m in enumerate(self.mode_shape) for _ in m)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(_prod(m) for m in self.modes)
+        return tuple(math.prod(m) for m in self.mode_shape)
 
     @property
     def ndim(self) -> int:
-        return len(self.modes)
+        return len(self.mode_shape)
 
     def _entry_size(self, e: int) -> int:
         return -e if e < 0 else self.mode_sizes[e]
 
     @property
     def num_threads(self) -> int:
-        return _prod(self._entry_size(e) for e in self.spatial_modes)
+        return math.prod(self._entry_size(e) for e in self.spatial_modes)
 
     @property
     def local_size(self) -> int:
-        return _prod(self.mode_sizes[e] for e in self.local_modes)
+        return math.prod(self.mode_sizes[e] for e in self.local_modes)
 
     @property
     def replication(self) -> int:
-        return _prod(-e for e in self.spatial_modes if e < 0)
+        """How many threads hold each element (1: not replicated)."""
+        return math.prod(-e for e in self.spatial_modes if e < 0)
 
     @property
     def is_replicated(self) -> bool:
         return self.replication > 1
 
     # ------------------------------------------------------------------ maps
-    def map(self, thread, local) -> tuple:
-        """The tile index held by (thread, local); vectorized over arrays."""
-        thread, local = np.asarray(thread), np.asarray(local)
+    def _digits_of_ids(self, thread, local) -> dict[int, np.ndarray]:
         digits: dict[int, np.ndarray] = {}
-        for ids, value, size_of in ((self.spatial_modes, thread, self._entry_size),
-                                    (self.local_modes, local, lambda e: self.mode_sizes[e])):
+        for ids, value in ((self.spatial_modes, thread), (self.local_modes, local)):
             rest = value
             for e in reversed(ids):
-                size = size_of(e)
+                size = self._entry_size(e)
                 if e >= 0:
                     digits[e] = rest % size
                 rest = rest // size
-        index = []
-        mode = 0
-        for dim_modes in self.modes:
-            x = np.zeros(np.broadcast(thread, local).shape, dtype=np.int64)
+        return digits
+
+    def map(self, thread, local) -> tuple:
+        """The tile index held by (thread, local): one array per dimension,
+        broadcast over the two arguments (plain ints when both are ints)."""
+        thread = np.asarray(thread, dtype=np.int64)
+        local = np.asarray(local, dtype=np.int64)
+        if np.any((thread < 0) | (thread >= self.num_threads)) or np.any((local < 0) | (local >= self.local_size)):
+            raise TLLayoutError(f"(thread, local) outside [0, {self.num_threads}) x [0, {self.local_size})")
+        digits = self._digits_of_ids(thread, local)
+        shape = np.broadcast(thread, local).shape
+        index, mode = [], 0
+        for dim_modes in self.mode_shape:
+            x = np.zeros(shape, dtype=np.int64)
             for f in dim_modes:
                 x = x * f + digits[mode]
                 mode += 1
@@ -117,38 +151,50 @@ class RegisterLayout:
             flat = flat * s + x
         return flat
 
-    def owners(self, index) -> list[tuple[int, int]]:
-        """Every (thread, local) holding the element at `index`."""
-        t, l = np.meshgrid(np.arange(self.num_threads), np.arange(self.local_size), indexing="ij")
-        where = np.ones(t.shape, bool)
-        for x, i in zip(self.map(t, l), index):
-            where &= x == i
-        return [(int(a), int(b)) for a, b in zip(t[where], l[where])]
-
-    def locate(self, index) -> tuple:
-        """The inverse of `map` for a non-replicated layout (vectorized)."""
-        if self.is_replicated:
-            raise TLLayoutError("locate() needs a non-replicated layout; use owners()")
-        index = [np.asarray(i) for i in index]
+    def _index_digits(self, index) -> dict[int, np.ndarray]:
+        if len(index) != self.ndim:
+            raise TLLayoutError(f"a rank-{self.ndim} layout needs {self.ndim} indices, got {len(index)}")
         digits: dict[int, np.ndarray] = {}
-        mode = sum(len(m) for m in self.modes)
-        for dim_modes, x in zip(reversed(self.modes), reversed(index)):
-            rest = x
+        mode = len(self.mode_sizes)
+        for dim_modes, x, s in zip(reversed(self.mode_shape), reversed(index), reversed(self.shape)):
+            rest = np.asarray(x, dtype=np.int64)
+            if np.any((rest < 0) | (rest >= s)):
+                raise TLLayoutError(f"index {x} out of range for a dimension of size {s}")
             for f in reversed(dim_modes):
                 mode -= 1
                 digits[mode] = rest % f
                 rest = rest // f
+        return digits
 
-        def ravel(ids):
-            v = 0
-            for e in ids:
-                v = v * self.mode_sizes[e] + digits[e]
-            return v
-        t, l = ravel(self.spatial_modes), ravel(self.local_modes)
-        return (t if np.ndim(t) else int(t)), (l if np.ndim(l) else int(l))
+    def _ravel(self, ids, digits):
+        v = 0
+        for e in ids:
+            v = v * self.mode_sizes[e] + digits[e]
+        return v if np.ndim(v) else int(v)
+
+    def locate(self, index) -> tuple:
+        """The inverse of `map` for a non-replicated layout: (thread, local)
+        holding `index` (a tuple of ints or of broadcastable arrays)."""
+        if self.is_replicated:
+            raise TLLayoutError("locate() needs a non-replicated layout; use owners()")
+        digits = self._index_digits(tuple(index))
+        return self._ravel(self.spatial_modes, digits), self._ravel(self.local_modes, digits)
+
+    def owners(self, index) -> list[tuple[int, int]]:
+        """Every (thread, local) holding the element at `index` (ints), sorted."""
+        digits = {e: int(v) for e, v in self._index_digits(tuple(index)).items()}
+        threads = [0]
+        for e in self.spatial_modes:
+            size = self._entry_size(e)
+            choices = range(size) if e < 0 else (digits[e],)
+            threads = [t * size + c for t in threads for c in choices]
+        slot = self._ravel(self.local_modes, digits)
+        return sorted((t, slot) for t in threads)
 
     # --------------------------------------------------------------- algebra
-    def __mul__(self, other: "RegisterLayout") -> "RegisterLayout":
+    def __mul__(self, other):
+        if not isinstance(other, RegisterLayout):
+            return NotImplemented
         return product(self, other)
 
     def local(self, *shape: int) -> "RegisterLayout":
@@ -165,267 +211,313 @@ class RegisterLayout:
         return product(self, column_spatial(*shape))
 
     def replicate(self, n: int) -> "RegisterLayout":
-        return product(self, replicated(n))
+        return product(self, replicate(n))
 
     # ------------------------------------------------------- value semantics
     @cached_property
     def canonical(self) -> "RegisterLayout":
         return canonicalize(self)
 
+    @cached_property
     def _key(self):
         c = self.canonical
-        return (c.modes, c.spatial_modes, c.local_modes)
+        return (c.mode_shape, c.spatial_modes, c.local_modes)
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, RegisterLayout) and self._key() == other._key()
+        if not isinstance(other, RegisterLayout):
+            return NotImplemented
+        return self._key == other._key
 
     def __hash__(self) -> int:
-        return hash(self._key())
+        return hash(self._key)
 
     def __repr__(self) -> str:
-        return f"RegisterLayout(shape={list(self.shape)}, modes={[list(m) for m in self.modes]}, " \
-               f"spatial={list(self.spatial_modes)}, local={list(self.local_modes)})"
+        return (f"RegisterLayout(shape={list(self.shape)}, mode_shape={[list(m) for m in self.mode_shape]}, "
+                f"spatial_modes={list(self.spatial_modes)}, local_modes={list(self.local_modes)})")
 
     def __str__(self) -> str:
-        from .layout_print import format_layout
         return format_layout(self)
 
 
-def register_layout(modes, spatial_ids, local_ids) -> RegisterLayout:
-    return RegisterLayout(tuple(tuple(int(f) for f in m) for m in modes),
-                          tuple(int(e) for e in spatial_ids), tuple(int(e) for e in local_ids))
+def format_layout(layout: RegisterLayout) -> str:
+    """A grid of `t<thread>:<slot>` cells for a rank-1 or rank-2 layout (a
+    replicated cell lists its owners, `t0|t4:1`); other ranks print repr."""
+    return layout_print.format_layout(layout) if layout.ndim in (1, 2) else repr(layout)
 
 
-def _atom(shape, kind: str, column_major: bool) -> RegisterLayout:
-    if any(int(s) < 1 for s in shape):
+# ------------------------------------------------------------- constructors
+def register_layout(shape, mode_shape, spatial_modes, local_modes) -> RegisterLayout:
+    """The general constructor; `shape[d]` must be the product of `mode_shape[d]`."""
+    shape = _ints(shape, "shape")
+    mode_shape = tuple(_ints(m, "mode sizes") for m in mode_shape)
+    if len(shape) != len(mode_shape) or any(math.prod(m) != s for m, s in zip(mode_shape, shape)):
+        raise TLLayoutError(f"mode_shape {mode_shape} does not multiply out to shape {shape}")
+    return RegisterLayout(mode_shape, _ints(spatial_modes, "spatial modes"), _ints(local_modes, "local modes"))
+
+
+def _atom(shape, spatial_kind: bool, column_major: bool) -> RegisterLayout:
+    shape = _ints(shape, "layout sizes")
+    if any(s < 1 for s in shape):
         raise TLLayoutError(f"layout sizes must be positive, got {list(shape)}")
-    modes = tuple((int(s),) for s in shape)
     ids = tuple(range(len(shape)))
     if column_major:
         ids = ids[::-1]
-    return RegisterLayout(modes, ids if kind == "spatial" else (), ids if kind == "local" else ())
+    return RegisterLayout(tuple((s,) for s in shape), ids if spatial_kind else (), () if spatial_kind else ids)
 
 
 def local(*shape: int) -> RegisterLayout:
     """Every element in one thread, slots in row-major order."""
-    return _atom(shape, "local", False)
+    return _atom(shape, False, False)
 
 
 def spatial(*shape: int) -> RegisterLayout:
     """One element per thread, threads in row-major order."""
-    return _atom(shape, "spatial", False)
+    return _atom(shape, True, False)
 
 
 def column_local(*shape: int) -> RegisterLayout:
-    return _atom(shape, "local", True)
+    """Every element in one thread, slots in column-major order (last dim's digit most significant)."""
+    return _atom(shape, False, True)
 
 
 def column_spatial(*shape: int) -> RegisterLayout:
-    return _atom(shape, "spatial", True)
+    """One element per thread, threads in column-major order."""
+    return _atom(shape, True, True)
 
 
-def replicated(n: int, ndim: int = 1) -> RegisterLayout:
-    """n threads holding the same single element (a rank-`ndim` [1, ...] tile)."""
-    if n < 1:
-        raise TLLayoutError(f"replication must be >= 1, got {n}")
+def replicate(n: int, ndim: int = 0) -> RegisterLayout:
+    """n threads holding the same single element. Rank 0 by default, so a
+    product pads it to the other factor's rank: spatial(4, 8).replicate(2)."""
+    n, ndim = int(n), int(ndim)
+    if n < 1 or ndim < 0:
+        raise TLLayoutError(f"replicate() needs n >= 1 and ndim >= 0, got n={n}, ndim={ndim}")
     return RegisterLayout(((),) * ndim, (-n,) if n > 1 else (), ())
 
 
-def product(a: RegisterLayout, b: RegisterLayout) -> RegisterLayout:
-    """A * B: B's digits are the least significant in every dimension, thread and slot."""
-    nd = max(a.ndim, b.ndim)
-    am = ((),) * (nd - a.ndim) + a.modes
-    bm = ((),) * (nd - b.ndim) + b.modes
-    # New numbering: per dimension, A's modes then B's.
-    a_new, b_new, modes, k = [], [], [], 0
-    a_iter, b_iter = itertools.count(), itertools.count()
-    a_map, b_map = {}, {}
-    for d in range(nd):
-        for f in am[d]:
-            a_map[next(a_iter)] = k
-            k += 1
-        for f in bm[d]:
-            b_map[next(b_iter)] = k
-            k += 1
-        modes.append(am[d] + bm[d])
+replicated = replicate   # older name
 
-    def renumber(ids, mapping):
-        return tuple(mapping[e] if e >= 0 else e for e in ids)
-    return RegisterLayout(tuple(modes), renumber(a.spatial_modes, a_map) + renumber(b.spatial_modes, b_map),
-                          renumber(a.local_modes, a_map) + renumber(b.local_modes, b_map))
+
+# ------------------------------------------------------------------ algebra
+def _pad(layout: RegisterLayout, ndim: int) -> RegisterLayout:
+    """The same layout with leading size-1 dimensions up to rank `ndim`."""
+    return RegisterLayout(((),) * (ndim - layout.ndim) + layout.mode_shape, layout.spatial_modes, layout.local_modes)
+
+
+def product(a: RegisterLayout, b: RegisterLayout) -> RegisterLayout:
+    """A * B: x_d = a_d * sB_d + b_d, t = tA * TB + tB, l = lA * LB + lB.
+    The shorter rank is padded with leading 1s. Associative, not commutative."""
+    nd = max(a.ndim, b.ndim)
+    a, b = _pad(a, nd), _pad(b, nd)
+    # New numbering: per dimension, A's modes (more significant) then B's.
+    a_map, b_map, mode_shape, k = {}, {}, [], 0
+    ai = bi = 0
+    for am, bm in zip(a.mode_shape, b.mode_shape):
+        for _ in am:
+            a_map[ai], ai, k = k, ai + 1, k + 1
+        for _ in bm:
+            b_map[bi], bi, k = k, bi + 1, k + 1
+        mode_shape.append(am + bm)
+    return RegisterLayout(tuple(mode_shape),
+                          _renumber(a.spatial_modes, a_map) + _renumber(b.spatial_modes, b_map),
+                          _renumber(a.local_modes, a_map) + _renumber(b.local_modes, b_map))
 
 
 def canonicalize(layout: RegisterLayout) -> RegisterLayout:
-    """Drop size-1 modes and merge neighbours; the result maps identically."""
-    sizes = list(layout.mode_sizes)
-    dims = list(layout.mode_dims)
-    spatial_ids = [e for e in layout.spatial_modes if not (e >= 0 and sizes[e] == 1) and e != -1]
+    """Drop size-1 modes and -1 replications; merge modes adjacent in one
+    dimension and consecutive in one list, and adjacent replications. The
+    result maps identically and is unique for the map."""
+    sizes, dims = list(layout.mode_sizes), layout.mode_dims
+    spatial_ids = [e for e in layout.spatial_modes if e != -1 and (e < 0 or sizes[e] != 1)]
     local_ids = [e for e in layout.local_modes if sizes[e] != 1]
     alive = [i for i in range(len(sizes)) if sizes[i] != 1]
-    changed = True
-    while changed:
-        changed = False
-        for ids in (spatial_ids, local_ids):
-            for i in range(len(ids) - 1):
-                x, y = ids[i], ids[i + 1]
-                if x < 0 and y < 0:
-                    ids[i:i + 2] = [x * -y]   # -r1, -r2 -> -(r1 r2)
-                    changed = True
-                    break
-                if x >= 0 and y >= 0 and dims[x] == dims[y] and alive.index(y) == alive.index(x) + 1:
-                    sizes[x] *= sizes[y]
-                    ids[i:i + 2] = [x]
-                    alive.remove(y)
-                    changed = True
-                    break
-            if changed:
-                break
+    for ids in (spatial_ids, local_ids):
+        i = 0
+        while i + 1 < len(ids):
+            x, y = ids[i], ids[i + 1]
+            if x < 0 and y < 0:
+                ids[i:i + 2] = [-(x * y)]   # -r1, -r2 -> -(r1 r2)
+            elif (x >= 0 and y >= 0 and dims[x] == dims[y]
+                  and alive.index(y) == alive.index(x) + 1):
+                sizes[x] *= sizes[y]
+                ids[i:i + 2] = [x]
+                alive.remove(y)
+            else:
+                i += 1
     number = {old: new for new, old in enumerate(alive)}
-    modes = tuple(tuple(sizes[i] for i in alive if dims[i] == d) for d in range(layout.ndim))
-    return RegisterLayout(modes, tuple(number[e] if e >= 0 else e for e in spatial_ids),
-                          tuple(number[e] for e in local_ids))
+    mode_shape = tuple(tuple(sizes[i] for i in alive if dims[i] == d) for d in range(layout.ndim))
+    return RegisterLayout(mode_shape, _renumber(spatial_ids, number), _renumber(local_ids, number))
 
 
-def _split(layout: RegisterLayout, cuts: list[list[int]]) -> RegisterLayout | None:
-    """Refine each dimension's modes so that its digits break at the given
-    suffix products (cuts[d] = products of trailing modes that must be mode
-    boundaries); None if a mode cannot be split there."""
-    modes, spatial_ids, local_ids = [], [], []
-    replace: dict[int, list[int]] = {}
-    k = 0
-    old = 0
-    for d, dim_modes in enumerate(layout.modes):
+def _refine(layout: RegisterLayout, cuts) -> RegisterLayout | None:
+    """Split modes so that, in every dimension d, each c in cuts[d] is a
+    product of trailing modes (a digit boundary). None if a cut falls inside
+    a mode without dividing it (the split would not be a digit split)."""
+    mode_shape, replace, k, old = [], {}, 0, 0
+    for dim_modes, dim_cuts in zip(layout.mode_shape, cuts):
         new_dim: list[int] = []
-        suffix = _prod(dim_modes)
+        hi = math.prod(dim_modes)
         for f in dim_modes:
-            lo = suffix // f        # product of the modes after this one
-            inner = sorted(c for c in cuts[d] if lo < c < suffix)
+            lo = hi // f        # product of the modes after this one
             parts, prev = [], lo
-            for c in inner:
-                if c % prev:
+            for c in sorted(c for c in set(dim_cuts) if lo < c < hi):
+                if c % prev or hi % c:
                     return None
                 parts.append(c // prev)
                 prev = c
-            if suffix % prev:
-                return None
-            parts.append(suffix // prev)
-            parts = parts[::-1]   # most significant first
+            parts.append(hi // prev)
+            parts.reverse()     # most significant first
             replace[old] = list(range(k, k + len(parts)))
             new_dim += parts
-            k += len(parts)
-            old += 1
-            suffix = lo
-        modes.append(tuple(new_dim))
-    for e in layout.spatial_modes:
-        spatial_ids += replace[e] if e >= 0 else [e]
-    for e in layout.local_modes:
-        local_ids += replace[e]
-    return RegisterLayout(tuple(modes), tuple(spatial_ids), tuple(local_ids))
+            k, old, hi = k + len(parts), old + 1, lo
+        mode_shape.append(tuple(new_dim))
+    spatial_ids = [n for e in layout.spatial_modes for n in (replace[e] if e >= 0 else [e])]
+    local_ids = [n for e in layout.local_modes for n in replace[e]]
+    return RegisterLayout(tuple(mode_shape), tuple(spatial_ids), tuple(local_ids))
 
 
-def _suffix_products(dim_modes) -> list[int]:
-    out, p = [], 1
-    for f in reversed(dim_modes):
+def _suffix_products(sizes) -> list[int]:
+    out, p = [1], 1
+    for f in reversed(sizes):
         p *= f
         out.append(p)
     return out
 
 
-def divide(layout: RegisterLayout, atom: RegisterLayout) -> RegisterLayout | None:
-    """The A with A * atom == layout, or None when the layout is not built from atom."""
-    L, B = canonicalize(layout), canonicalize(atom)
-    nd = max(L.ndim, B.ndim)
-    if L.ndim < nd:
-        return None
-    B = RegisterLayout(((),) * (nd - B.ndim) + B.modes, B.spatial_modes, B.local_modes)
-    if any(l % b for l, b in zip(L.shape, B.shape)):
-        return None
-    cuts = [sorted(set(_suffix_products(lm) + _suffix_products(bm)) | {bs})
-            for lm, bm, bs in zip(L.modes, B.modes, B.shape)]
-    L2 = _split(L, [[c for c in cs if c <= bs] for cs, bs in zip(cuts, B.shape)])
-    B2 = _split(B, [[c for c in cs if c <= bs] for cs, bs in zip(cuts, B.shape)])
-    if L2 is None or B2 is None:
-        return None
-    # Pair each of B's modes with L's trailing modes in the same dimension.
-    pair: dict[int, int] = {}
-    a_modes = []
-    lk = bk = 0
-    for lm, bm in zip(L2.modes, B2.modes):
-        n_a = len(lm) - len(bm)
-        if n_a < 0 or tuple(lm[n_a:]) != tuple(bm):
+def _strip_suffix(l_ids, b_ids, pair) -> list[int] | None:
+    """l_ids without a tail matching b_ids (B's mode ids mapped by `pair`). A
+    replication of L may be split to match B's, since replication digits do
+    not affect the map; None if the tail does not match."""
+    rest = list(l_ids)
+    for e in reversed(b_ids):
+        if not rest:
             return None
-        a_modes.append(tuple(lm[:n_a]))
-        for j in range(len(bm)):
-            pair[bk + j] = lk + n_a + j
-        lk += len(lm)
-        bk += len(bm)
+        last = rest.pop()
+        if e >= 0:
+            if last != pair[e]:
+                return None
+        elif last >= 0 or last % e:
+            return None
+        elif last != e:
+            rest.append(-(last // e))
+    return rest
 
-    def strip(l_ids, b_ids):
-        """l_ids without the suffix matching b_ids; a replication factor of L
-        may be split, since replication digits do not affect the map."""
-        rest = list(l_ids)
-        for e in reversed(b_ids):
-            if not rest:
-                return None
-            last = rest.pop()
-            if e >= 0:
-                if last != pair[e]:
-                    return None
-            elif last >= 0 or last % e:
-                return None
-            elif last != e:
-                rest.append(-(last // e))
-        return rest
-    a_spatial, a_local = strip(L2.spatial_modes, B2.spatial_modes), strip(L2.local_modes, B2.local_modes)
+
+def divide(layout: RegisterLayout, atom: RegisterLayout) -> RegisterLayout | None:
+    """The (canonical) A with A * atom == layout, or None when there is none:
+    the atom's shape, thread count or slot count does not divide the
+    layout's, or the atom's digits are not the least significant digits of
+    the layout's index, thread and slot ids in the same arrangement. A has
+    the layout's rank and is unique when it exists (its map is
+    layout.map(tA * TB, lA * LB) // sB)."""
+    L, B = canonicalize(layout), canonicalize(atom)
+    if B.ndim > L.ndim:
+        return None
+    B = _pad(B, L.ndim)
+    if any(ls % bs for ls, bs in zip(L.shape, B.shape)):
+        return None
+    cuts = [[c for c in _suffix_products(lm) if c <= bs] + _suffix_products(bm)
+            for lm, bm, bs in zip(L.mode_shape, B.mode_shape, B.shape)]
+    L2 = _refine(L, cuts)
+    if L2 is None:
+        return None
+    B2 = _refine(B, cuts)   # L2's success makes the cuts a divisor chain, so B2 succeeds
+    pair: dict[int, int] = {}   # B2 mode id -> L2 mode id
+    a_shape, a_ids, lk, bk = [], [], 0, 0
+    for lm, bm in zip(L2.mode_shape, B2.mode_shape):
+        n_a = len(lm) - len(bm)   # both refined at the same cuts: lm ends with bm
+        a_shape.append(tuple(lm[:n_a]))
+        a_ids += range(lk, lk + n_a)
+        pair.update({bk + j: lk + n_a + j for j in range(len(bm))})
+        lk, bk = lk + len(lm), bk + len(bm)
+    a_spatial = _strip_suffix(L2.spatial_modes, B2.spatial_modes, pair)
+    a_local = _strip_suffix(L2.local_modes, B2.local_modes, pair)
     if a_spatial is None or a_local is None:
         return None
-    kept = sorted(e for e in a_spatial + a_local if e >= 0)
-    number = {old: new for new, old in enumerate(kept)}
-    result = RegisterLayout(tuple(a_modes), tuple(number[e] if e >= 0 else e for e in a_spatial),
-                            tuple(number[e] for e in a_local))
-    return canonicalize(result) if product(result, atom) == layout else None
+    number = {old: new for new, old in enumerate(a_ids)}
+    result = canonicalize(RegisterLayout(tuple(a_shape), _renumber(a_spatial, number), _renumber(a_local, number)))
+    assert product(result, atom) == layout, (layout, atom, result)
+    return result
 
 
 def reduce(layout: RegisterLayout, dims) -> RegisterLayout:
-    """Reduce over `dims`: they become size 1, their spatial modes replication
-    (same place in the thread id), their local modes vanish."""
-    dims = {d % layout.ndim for d in ([dims] if isinstance(dims, int) else dims)}
+    """Reduce over `dims` (an int or ints; negative counts from the end): they
+    become size 1, their spatial modes become replication at the same place
+    in the thread id, their local modes vanish. Thread count is unchanged."""
+    dims = [dims] if isinstance(dims, (int, np.integer)) else list(dims)
+    if any(not -layout.ndim <= d < layout.ndim for d in dims):
+        raise TLLayoutError(f"reduce dims {dims} out of range for a rank-{layout.ndim} layout")
+    dims = {d % layout.ndim for d in dims}
     sizes, mdims = layout.mode_sizes, layout.mode_dims
-    keep = [i for i in range(len(sizes)) if mdims[i] not in dims]
-    number = {old: new for new, old in enumerate(keep)}
-    spatial_ids = tuple(number[e] if e >= 0 and mdims[e] not in dims else (-sizes[e] if e >= 0 else e)
+    number = {old: new for new, old in enumerate(i for i in range(len(sizes)) if mdims[i] not in dims)}
+    spatial_ids = tuple(e if e < 0 else (-sizes[e] if mdims[e] in dims else number[e])
                         for e in layout.spatial_modes)
     local_ids = tuple(number[e] for e in layout.local_modes if mdims[e] not in dims)
-    modes = tuple(() if d in dims else m for d, m in enumerate(layout.modes))
-    return canonicalize(RegisterLayout(modes, spatial_ids, local_ids))
+    mode_shape = tuple(() if d in dims else m for d, m in enumerate(layout.mode_shape))
+    return canonicalize(RegisterLayout(mode_shape, spatial_ids, local_ids))
 
 
 def permute(layout: RegisterLayout, perm) -> RegisterLayout:
-    """Reorder the dimensions: result dim i is layout dim perm[i]."""
-    perm = tuple(perm)
+    """Reorder the dimensions: result dimension i is layout dimension perm[i]."""
+    perm = _ints(perm, "a permutation")
     if sorted(perm) != list(range(layout.ndim)):
         raise TLLayoutError(f"{list(perm)} is not a permutation of {layout.ndim} dims")
-    starts = list(itertools.accumulate([0] + [len(m) for m in layout.modes]))
-    order = [starts[d] + j for d in perm for j in range(len(layout.modes[d]))]
+    starts = [0]
+    for m in layout.mode_shape:
+        starts.append(starts[-1] + len(m))
+    order = [starts[d] + j for d in perm for j in range(len(layout.mode_shape[d]))]
     number = {old: new for new, old in enumerate(order)}
-    return RegisterLayout(tuple(layout.modes[d] for d in perm),
-                          tuple(number[e] if e >= 0 else e for e in layout.spatial_modes),
-                          tuple(number[e] for e in layout.local_modes))
+    return RegisterLayout(tuple(layout.mode_shape[d] for d in perm),
+                          _renumber(layout.spatial_modes, number), _renumber(layout.local_modes, number))
 
 
+def reshape(layout: RegisterLayout, new_shape) -> RegisterLayout:
+    """The same (thread, slot) -> row-major flat index map on `new_shape`.
+    Needs the modes to regroup cleanly: every new dimension boundary must fall
+    on a digit boundary of some mode split; else TLLayoutError."""
+    new_shape = _ints(new_shape, "shape")
+    if any(s < 1 for s in new_shape) or math.prod(new_shape) != math.prod(layout.shape):
+        raise TLLayoutError(f"cannot reshape {list(layout.shape)} to {list(new_shape)}")
+    c = canonicalize(layout)
+    flat = RegisterLayout((tuple(f for m in c.mode_shape for f in m),), c.spatial_modes, c.local_modes)
+    fine = _refine(flat, [_suffix_products(new_shape)])
+    if fine is None:
+        raise TLLayoutError(f"the modes of {layout!r} do not regroup into shape {list(new_shape)}")
+    groups, sizes, i = [], fine.mode_shape[0], 0
+    for s in new_shape:
+        group = []
+        while math.prod(group) < s:
+            group.append(sizes[i])
+            i += 1
+        groups.append(tuple(group))
+    return canonicalize(RegisterLayout(tuple(groups), fine.spatial_modes, fine.local_modes))
+
+
+def concat(a: RegisterLayout, b: RegisterLayout) -> RegisterLayout:
+    """The layout on shape a.shape + b.shape: index (x_a..., x_b...) is held
+    by thread tA * TB + tB, slot lA * LB + lB (B's ids least significant)."""
+    n = len(a.mode_sizes)
+    shift = {e: e + n for e in range(len(b.mode_sizes))}
+    return RegisterLayout(a.mode_shape + b.mode_shape, a.spatial_modes + _renumber(b.spatial_modes, shift),
+                          a.local_modes + _renumber(b.local_modes, shift))
+
+
+# ------------------------------------------------------------- contiguity
 def local_offsets(layout: RegisterLayout, strides) -> np.ndarray:
-    """[threads, slots] memory offsets of every element for row-major-ish strides."""
+    """[threads, slots] array: memory offset sum(index_d * strides[d]) of each element."""
+    strides = _ints(strides, "strides")
+    if len(strides) != layout.ndim:
+        raise TLLayoutError(f"{len(strides)} strides for a rank-{layout.ndim} layout")
     t, l = np.meshgrid(np.arange(layout.num_threads), np.arange(layout.local_size), indexing="ij")
-    return sum(x * s for x, s in zip(layout.map(t, l), strides))
+    return sum((x * s for x, s in zip(layout.map(t, l), strides)), np.zeros(t.shape, dtype=np.int64))
 
 
 def contiguous_run(layout: RegisterLayout, strides) -> int:
-    """Largest power of two R dividing local_size such that every aligned group
-    of R consecutive slots of every thread sits at consecutive offsets."""
-    if len(strides) != layout.ndim:
-        raise TLLayoutError(f"{len(strides)} strides for a rank-{layout.ndim} layout")
+    """Largest power of two R dividing local_size such that, for every thread
+    and every aligned slot group [k R, (k + 1) R), the memory offsets step by
+    +1 from one slot to the next. Alignment of the group's first offset is a
+    separate fact (the caller's divisibility analysis)."""
     offsets = local_offsets(layout, strides)
-    run = 1 << (layout.local_size & -layout.local_size).bit_length() - 1
+    run = layout.local_size & -layout.local_size
     while run > 1:
         groups = offsets.reshape(layout.num_threads, -1, run)
         if np.all(np.diff(groups, axis=2) == 1):
@@ -434,8 +526,10 @@ def contiguous_run(layout: RegisterLayout, strides) -> int:
     return 1
 
 
-# mma.sync m16n8k16 fragments (PTX ISA, "Matrix Fragments for mma.m16n8k16"),
-# expressed in the algebra rather than special-cased.
+# ------------------------------------------------------------ mma fragments
+# mma.sync m16n8k16 fragments (PTX ISA, "Matrix Fragments for mma.m16n8k16"
+# with .f16/.bf16 operands), expressed in the algebra rather than special-cased.
+# lane: g = lane >> 2, tig = lane % 4; slot i counts the 16-bit elements.
 def mma_m16n8k16_a() -> RegisterLayout:
     """A operand [16 (m), 16 (k)]: a_i at row g + 8*((i>>1)&1), col 2*tig + (i&1) + 8*(i>>2)."""
     return column_local(2, 2).spatial(8, 4).local(1, 2)

@@ -1,15 +1,21 @@
 """Shared-memory layouts: strides per dimension, then an optional XOR swizzle.
 
-`offset(index) = swizzle(sum(index[d] * strides[d]))`, in elements. The
-swizzle is CuTe's Swizzle<bits, base, shift>: the `bits` bits starting at
-`base + shift` are XORed into the `bits` bits starting at `base`:
+    offset(index) = swizzle(sum(index[d] * strides[d]))      (in elements)
+
+The swizzle is CuTe's Swizzle<bits, base, shift>: the `bits` bits of the
+offset starting at bit `base + shift` are XORed into the `bits` bits starting
+at bit `base`:
 
     o -> o ^ ((o >> shift) & (((1 << bits) - 1) << base))
 
-With shift >= bits the two bit ranges are disjoint, so the map is its own
-inverse and permutes every aligned block of 2^(base+shift+bits) offsets; a
-row-major tile swizzled this way lets ldmatrix read rows without bank
-conflicts.
+It needs shift >= bits (the two bit ranges are disjoint), so it is its own
+inverse, changes only bits [base, base + bits), and permutes every aligned
+block of 2**(base + shift + bits) offsets. Example: 16-bit elements, rows of
+64 elements (128 bytes), Swizzle(3, 3, 3) moves each 16-byte chunk of row r to
+chunk (c ^ (r % 8)), so ldmatrix reads eight rows from eight different bank
+groups.
+
+SharedLayout is a frozen value (equality and hash by fields).
 """
 from __future__ import annotations
 
@@ -20,6 +26,8 @@ import numpy as np
 
 from ..errors import TLLayoutError
 
+__all__ = ["Swizzle", "SharedLayout", "shared_row_major", "shared_column_major"]
+
 
 @dataclass(frozen=True)
 class Swizzle:
@@ -29,10 +37,12 @@ class Swizzle:
 
     def __post_init__(self):
         if self.bits < 0 or self.base < 0 or self.shift < self.bits:
-            raise TLLayoutError(f"swizzle needs bits >= 0, base >= 0 and shift >= bits, got {self}")
+            raise TLLayoutError(f"a swizzle needs bits >= 0, base >= 0 and shift >= bits, got "
+                                f"Swizzle(bits={self.bits}, base={self.base}, shift={self.shift})")
 
     @property
     def period(self) -> int:
+        """Every aligned block of this many offsets is permuted onto itself."""
         return 1 << (self.base + self.shift + self.bits)
 
     def __call__(self, offset):
@@ -47,41 +57,72 @@ class SharedLayout:
     swizzle_fn: Optional[Swizzle] = None
 
     def __post_init__(self):
-        if len(self.shape) != len(self.strides) or any(s < 1 for s in self.shape):
-            raise TLLayoutError(f"bad shared layout shape {self.shape} / strides {self.strides}")
+        if (len(self.shape) != len(self.strides) or any(s < 1 for s in self.shape)
+                or any(s < 0 for s in self.strides)):
+            raise TLLayoutError(f"a shared layout needs positive sizes and non-negative strides, one per "
+                                f"dimension; got shape {list(self.shape)}, strides {list(self.strides)}")
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
 
     def offset(self, index):
-        o = sum(np.asarray(i, dtype=np.int64) * s for i, s in zip(index, self.strides))
-        return self.swizzle_fn(o) if self.swizzle_fn is not None else o
+        """Element offset of `index` (ints or broadcastable arrays)."""
+        if len(index) != self.ndim:
+            raise TLLayoutError(f"a rank-{self.ndim} shared layout needs {self.ndim} indices, got {len(index)}")
+        o = np.int64(0)
+        for i, n, s in zip(index, self.shape, self.strides):
+            i = np.asarray(i, dtype=np.int64)
+            if np.any((i < 0) | (i >= n)):
+                raise TLLayoutError(f"index {i} out of range for a dimension of size {n}")
+            o = o + i * s
+        if self.swizzle_fn is not None:
+            o = self.swizzle_fn(o)
+        return o if np.ndim(o) else int(o)
 
     @property
     def size(self) -> int:
-        """Elements of storage the layout spans (its cosize)."""
+        """Elements of storage the layout needs: 1 + its largest offset."""
         span = 1 + sum((n - 1) * s for n, s in zip(self.shape, self.strides))
         if self.swizzle_fn is None:
             return span
-        period = self.swizzle_fn.period
-        return -(-span // period) * period if span > period else span
+        return 1 + int(np.max(self.offset(tuple(np.indices(self.shape)))))
 
     def swizzle(self, bits: int, base: int, shift: int) -> "SharedLayout":
-        return SharedLayout(self.shape, self.strides, Swizzle(bits, base, shift))
+        """This layout with Swizzle(bits, base, shift) applied to its offsets."""
+        if self.swizzle_fn is not None:
+            raise TLLayoutError(f"{self} is already swizzled; swizzles do not compose")
+        return SharedLayout(self.shape, self.strides, Swizzle(int(bits), int(base), int(shift)))
+
+    def __repr__(self) -> str:
+        sw = "" if self.swizzle_fn is None else \
+            f", swizzle=({self.swizzle_fn.bits}, {self.swizzle_fn.base}, {self.swizzle_fn.shift})"
+        return f"SharedLayout(shape={list(self.shape)}, strides={list(self.strides)}{sw})"
 
     def __str__(self) -> str:
+        if self.ndim not in (1, 2):
+            return repr(self)
         from .layout_print import format_shared
         return format_shared(self)
 
 
-def shared_row_major(*shape: int) -> SharedLayout:
+def _strides(shape, column_major: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    try:
+        shape = tuple(int(n) for n in shape)
+    except (TypeError, ValueError):
+        raise TLLayoutError(f"shared layout sizes must be integers, got {shape!r}") from None
     strides, s = [], 1
-    for n in reversed(shape):
+    for n in (shape if column_major else reversed(shape)):
         strides.append(s)
         s *= n
-    return SharedLayout(tuple(shape), tuple(reversed(strides)))
+    return shape, tuple(strides if column_major else reversed(strides))
+
+
+def shared_row_major(*shape: int) -> SharedLayout:
+    """Last dimension contiguous."""
+    return SharedLayout(*_strides(shape, False))
 
 
 def shared_column_major(*shape: int) -> SharedLayout:
-    strides, s = [], 1
-    for n in shape:
-        strides.append(s)
-        s *= n
-    return SharedLayout(tuple(shape), tuple(strides))
+    """First dimension contiguous."""
+    return SharedLayout(*_strides(shape, True))
