@@ -6,9 +6,9 @@ from hypothesis import strategies as st
 
 from tvm_lite.errors import TLError, TLLayoutError
 from tvm_lite.ir.layout import (RegisterLayout, canonicalize, column_local, column_spatial, concat,
-                                contiguous_run, divide, format_layout, local, local_offsets, mma_m16n8k16_a,
-                                mma_m16n8k16_b, mma_m16n8k16_c, permute, product, reduce, register_layout,
-                                replicate, replicated, reshape, spatial)
+                                contiguous_dim_run, contiguous_run, divide, format_layout, local, local_offsets,
+                                mma_m16n8k16_a, mma_m16n8k16_b, mma_m16n8k16_c, permute, product, reduce,
+                                register_layout, replicate, reshape, spatial)
 from tvm_lite.ir.shared_layout import SharedLayout, Swizzle, shared_column_major, shared_row_major
 
 ATOMS = [local, spatial, column_local, column_spatial]
@@ -140,12 +140,48 @@ def test_different_constructions_of_one_map_are_equal():
     assert replicate(2) * replicate(3) == replicate(6)
     assert column_spatial(3) == spatial(3) and column_local(1, 5) == local(1, 5)
     assert spatial(2).column_local(2, 3) == spatial(2) * column_local(2, 3)
-    assert local(2, 2).modes == local(2, 2).mode_shape == ((2,), (2,))
+    assert local(2, 2).mode_shape == ((2,), (2,)) and local(2, 2).mode_sizes == (2, 2)
     assert register_layout([4, 6], [[2, 2], [6]], [0, -2, 2], [1]) == \
         spatial(2, 1).replicate(2).spatial(1, 6) * local(2, 1)
     assert len({local(8), local(2).local(4), local(2, 4), spatial(8)}) == 3
     assert spatial(4) != local(4) and spatial(2, 4) != column_spatial(2, 4)
     assert spatial(4) != "spatial(4)" and local(2, 2) != local(4)
+
+
+def _signature(layout):
+    t, l = all_slots(layout)
+    return (layout.shape, layout.num_threads, layout.local_size,
+            tuple(x.tobytes() for x in layout.map(t, l)))
+
+
+def test_canonical_form_is_unique_for_a_map():
+    """Over every product of two small atoms (and a replication between):
+    same map <=> == <=> same hash, so the canonical form is unique."""
+    sizes = [(a, b) for a in (1, 2, 4) for b in (1, 2, 4)]
+    atoms_ = [make(*ab) for make in ATOMS for ab in sizes]
+    pool = [x * y for x in atoms_ for y in atoms_ if x.num_threads * y.num_threads <= 16]
+    pool += [x * replicate(2) * y for x in atoms_[:18] for y in atoms_[18:]]
+    groups: dict = {}
+    for layout in pool:
+        groups.setdefault(_signature(layout), []).append(layout)
+    assert len(set(pool)) == len(groups)                 # distinct maps are unequal
+    for same in groups.values():                          # equal maps are equal, hash equal
+        assert len(set(same)) == 1 and len({hash(x) for x in same}) == 1
+        assert len({canonicalize(x).mode_shape for x in same}) == 1
+
+
+def test_layouts_built_from_lists_are_values():
+    a = RegisterLayout([[2], [4]], [1], [0])
+    assert a.mode_shape == ((2,), (4,)) and a == local(2, 1) * spatial(1, 4) and {a: 1}[local(2, 1) * spatial(1, 4)]
+    assert register_layout(np.array([4]), [np.array([2, 2])], [np.int64(0)], [1]) == spatial(2) * local(2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(layouts(replication=True, ndim=1), layouts(replication=True))
+def test_product_pads_the_shorter_rank(a, b):
+    a2 = RegisterLayout(((),) + a.mode_shape, a.spatial_modes, a.local_modes)   # padded explicitly
+    assert a * b == a2 * b and b * a == b * a2
+    assert (a * b).shape == (b.shape[0], a.shape[0] * b.shape[1])
 
 
 # --------------------------------------------------------------- reduce
@@ -159,14 +195,14 @@ def test_reduce_semantics(layout, dims):
     lost_local = int(np.prod([layout.mode_sizes[e] for e in layout.local_modes if layout.mode_dims[e] in reduced]))
     assert r.local_size * lost_local == layout.local_size
     assert r.num_threads * r.local_size == r.replication * int(np.prod(r.shape))
-    # thread t of r holds the projection of every element thread t held
-    t, l = all_slots(layout)
-    x = layout.map(t, l)
-    for k in range(0, t.size, max(1, t.size // 40)):
-        tt, ll = int(t.flat[k]), int(l.flat[k])
-        proj = tuple(0 if d in reduced else int(x[d].flat[k]) for d in range(2))
-        assert tt in [owner for owner, _ in r.owners(proj)]
-        assert (reduced == {0, 1}) or r.map(tt, 0)[min(set(range(2)) - reduced)] >= 0
+    # Thread t of r holds exactly the projections of the elements t held,
+    # each in one slot (same thread numbering: spatial modes became replication).
+    x = layout.map(*all_slots(layout))
+    y = r.map(*all_slots(r))
+    for t in range(layout.num_threads):
+        held = {tuple(0 if d in reduced else int(x[d][t, k]) for d in range(2)) for k in range(layout.local_size)}
+        got = [tuple(int(y[d][t, k]) for d in range(2)) for k in range(r.local_size)]
+        assert len(set(got)) == len(got) and set(got) == held
 
 
 def test_reduce_turns_spatial_modes_into_replication():
@@ -217,14 +253,27 @@ def test_reshape_regroups_modes_or_refuses():
         reshape(local(4), (0, 4))
 
 
-def test_concat_adds_dimensions():
-    c = concat(spatial(4), local(2, 3))
-    assert c.shape == (4, 2, 3) and c.num_threads == 4 and c.local_size == 6
-    t, l = all_slots(c)
-    x = c.map(t, l)
-    np.testing.assert_array_equal(x[0], spatial(4).map(t, 0)[0])
-    np.testing.assert_array_equal(x[1] * 3 + x[2], l)
-    assert concat(spatial(2), replicate(2)) == spatial(2).replicate(2)
+@settings(max_examples=60, deadline=None)
+@given(layouts(replication=True), st.integers(1, 3), st.sampled_from([0, 1, -1]))
+def test_concat_stacks_parts_without_moving_registers(part, n, dim):
+    c = concat([part] * n, dim)
+    d = dim % 2
+    assert c.shape[d] == n * part.shape[d] and c.shape[1 - d] == part.shape[1 - d]
+    assert c.num_threads == part.num_threads and c.local_size == n * part.local_size
+    t, l = all_slots(part)
+    px = part.map(t, l)
+    for k in range(n):      # part k's slot l is the result's slot k * L + l
+        cx = c.map(t, k * part.local_size + l)
+        np.testing.assert_array_equal(cx[d], k * part.shape[d] + px[d])
+        np.testing.assert_array_equal(cx[1 - d], px[1 - d])
+
+
+def test_concat_refuses_mismatched_parts():
+    assert concat([spatial(2, 4), spatial(2, 1) * spatial(1, 4)], 1) == local(1, 2) * spatial(2, 4)
+    for parts, dim in [([], 0), ([spatial(4), local(4)], 0), ([spatial(2, 4), spatial(2, 4)], 2),
+                       ([spatial(2), "spatial(2)"], 0), ([local(2, 1), local(1, 2)], 0)]:
+        with pytest.raises(TLLayoutError):
+            concat(parts, dim)
 
 
 def test_permute_rejects_a_non_permutation():
@@ -247,8 +296,21 @@ def test_contiguity_query():
     assert contiguous_run(column_local(2, 4), (1, 2)) == 8
     assert contiguous_run(spatial(2).replicate(2).local(4), (1,)) == 4
     assert local_offsets(local(2, 2), (2, 1)).tolist() == [[0, 1, 2, 3]]
-    with pytest.raises(TLLayoutError):
-        contiguous_run(local(2, 4), (1,))
+    assert contiguous_run(spatial(4, 8).replicate(2).local(1, 4), (32, 1)) == 4
+    assert contiguous_run(local(2, 4) * spatial(4, 8), (32, 1)) == 1   # slots 32 apart
+    # None: a stride unknown at compile time; a run may not cross that dimension
+    assert contiguous_run(local(2, 4), (None, 1)) == 4
+    assert contiguous_run(local(2, 4), (4, 1)) == 8
+    assert contiguous_run(local(4, 2), (1, None)) == 1
+    assert contiguous_run(column_local(4, 2), (1, None)) == 4
+    assert contiguous_run(local(2, 4), (None, None)) == 1
+    assert contiguous_dim_run(mma_m16n8k16_a(), 1) == 2 and contiguous_dim_run(mma_m16n8k16_a(), 0) == 1
+    assert contiguous_dim_run(spatial(4, 8).local(1, 8), -1) == 8
+    assert contiguous_dim_run(mma_m16n8k16_b(), 0) == 2
+    for bad in [lambda: contiguous_run(local(2, 4), (1,)), lambda: contiguous_run(local(2), ("x",)),
+                lambda: local_offsets(local(2, 2), (None, 1)), lambda: contiguous_dim_run(local(2, 2), 2)]:
+        with pytest.raises(TLLayoutError):
+            bad()
 
 
 # --------------------------------------------------------- mma fragments
@@ -290,7 +352,8 @@ def test_map_and_locate_accept_ints_and_check_ranges():
 
 def test_layout_errors_are_tl_errors():
     assert issubclass(TLLayoutError, TLError)
-    bad = [lambda: local(0, 2), lambda: spatial("x"), lambda: replicate(0), lambda: replicated(2, -1),
+    bad = [lambda: local(0, 2), lambda: spatial("x"), lambda: local(2.5), lambda: local(2, 2).local(2, 1.0),
+           lambda: replicate(0), lambda: replicate(2, -1), lambda: replicate(2.5),
            lambda: register_layout([4], [[2, 2]], [0], [0]),       # mode 1 missing, mode 0 twice
            lambda: register_layout([4], [[2, 3]], [0], [1]),       # modes do not multiply out
            lambda: register_layout([4], [[4]], [], [-2, 0]),       # replication in the local list
@@ -305,7 +368,8 @@ def test_printer_draws_threads_and_slots():
     text = str(spatial(2, 2).local(1, 2))
     assert text.splitlines() == ["t0:0 t0:1 t1:0 t1:1", "t2:0 t2:1 t3:0 t3:1"]
     assert format_layout(local(3)) == "t0:0 t0:1 t0:2"
-    assert "t0|t1:0" in str(reduce(spatial(2, 2), 1))
+    assert str(reduce(spatial(2, 2), 1)).splitlines() == ["t0-1:0", "t2-3:0"]
+    assert str(replicate(2) * spatial(1, 2) * replicate(2)).split() == ["t0-1|t4-5:0", "t2-3|t6-7:0"]
     assert "RegisterLayout(shape=[16, 16]" in repr(mma_m16n8k16_a())
     assert "spatial_modes=[-3]" in str(replicate(3))         # rank 0 prints repr
     assert str(local(1, 2, 2)) == repr(local(1, 2, 2))

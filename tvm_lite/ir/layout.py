@@ -21,29 +21,33 @@ unique for a given (thread, slot) -> index map, so two constructions of one
 mapping compare equal and key a dict alike.
 
 Free functions do the algebra: `product` (also `A * B`), `divide`, `reduce`,
-`permute`, `reshape`, `concat`, `canonicalize`, `contiguous_run`.
+`permute`, `reshape`, `concat`, `canonicalize`, `contiguous_run`,
+`contiguous_dim_run`.
 """
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
 from ..errors import TLLayoutError
-from . import layout_print
+from .layout_print import format_layout
 
 __all__ = ["RegisterLayout", "register_layout", "local", "spatial", "column_local", "column_spatial",
-           "replicate", "replicated", "product", "divide", "reduce", "permute", "reshape", "concat",
-           "canonicalize", "contiguous_run", "local_offsets", "format_layout",
+           "replicate", "product", "divide", "reduce", "permute", "reshape", "concat",
+           "canonicalize", "contiguous_run", "contiguous_dim_run", "local_offsets", "format_layout",
            "mma_m16n8k16_a", "mma_m16n8k16_b", "mma_m16n8k16_c"]
 
 
 def _ints(xs, what: str) -> tuple[int, ...]:
+    # operator.index takes Python and numpy integers and refuses floats, so
+    # 2.5 is an error rather than a silent 2.
     try:
-        return tuple(int(x) for x in xs)
-    except (TypeError, ValueError):
+        return tuple(operator.index(x) for x in xs)
+    except TypeError:
         raise TLLayoutError(f"{what} must be integers, got {xs!r}") from None
 
 
@@ -54,11 +58,19 @@ def _renumber(ids, number: dict[int, int]) -> tuple[int, ...]:
 
 @dataclass(frozen=True, eq=False)
 class RegisterLayout:
+    """A register layout (module docstring). Build with the constructors and
+    the algebra; construct directly only with a valid mode assignment. The
+    fields are the raw form; == and hash compare canonical forms."""
     mode_shape: tuple[tuple[int, ...], ...]
     spatial_modes: tuple[int, ...]
     local_modes: tuple[int, ...]
 
     def __post_init__(self):
+        # Normalize to tuples of ints so that a layout built from lists still
+        # hashes, and so that repr and equality never see numpy integers.
+        object.__setattr__(self, "mode_shape", tuple(_ints(m, "mode sizes") for m in self.mode_shape))
+        object.__setattr__(self, "spatial_modes", _ints(self.spatial_modes, "spatial modes"))
+        object.__setattr__(self, "local_modes", _ints(self.local_modes, "local modes"))
         n = sum(len(m) for m in self.mode_shape)
         if any(f < 1 for m in self.mode_shape for f in m):
             raise TLLayoutError(f"mode sizes must be positive: {self.mode_shape}")
@@ -71,11 +83,6 @@ class RegisterLayout:
                                 f"local {self.local_modes}")
 
     # ------------------------------------------------------------ properties
-    @property
-    def modes(self) -> tuple[tuple[int, ...], ...]:
-        """Alias of mode_shape."""
-        return self.mode_shape
-
     @cached_property
     def mode_sizes(self) -> tuple[int, ...]:
         """Size of every mode, by mode id."""
@@ -236,23 +243,17 @@ class RegisterLayout:
                 f"spatial_modes={list(self.spatial_modes)}, local_modes={list(self.local_modes)})")
 
     def __str__(self) -> str:
+        """format_layout: a grid of `t<thread>:<slot>` cells (ranks 1 and 2)."""
         return format_layout(self)
-
-
-def format_layout(layout: RegisterLayout) -> str:
-    """A grid of `t<thread>:<slot>` cells for a rank-1 or rank-2 layout (a
-    replicated cell lists its owners, `t0|t4:1`); other ranks print repr."""
-    return layout_print.format_layout(layout) if layout.ndim in (1, 2) else repr(layout)
 
 
 # ------------------------------------------------------------- constructors
 def register_layout(shape, mode_shape, spatial_modes, local_modes) -> RegisterLayout:
     """The general constructor; `shape[d]` must be the product of `mode_shape[d]`."""
-    shape = _ints(shape, "shape")
-    mode_shape = tuple(_ints(m, "mode sizes") for m in mode_shape)
-    if len(shape) != len(mode_shape) or any(math.prod(m) != s for m, s in zip(mode_shape, shape)):
-        raise TLLayoutError(f"mode_shape {mode_shape} does not multiply out to shape {shape}")
-    return RegisterLayout(mode_shape, _ints(spatial_modes, "spatial modes"), _ints(local_modes, "local modes"))
+    layout = RegisterLayout(tuple(mode_shape), spatial_modes, local_modes)
+    if layout.shape != _ints(shape, "shape"):
+        raise TLLayoutError(f"mode_shape {layout.mode_shape} does not multiply out to shape {list(shape)}")
+    return layout
 
 
 def _atom(shape, spatial_kind: bool, column_major: bool) -> RegisterLayout:
@@ -288,13 +289,10 @@ def column_spatial(*shape: int) -> RegisterLayout:
 def replicate(n: int, ndim: int = 0) -> RegisterLayout:
     """n threads holding the same single element. Rank 0 by default, so a
     product pads it to the other factor's rank: spatial(4, 8).replicate(2)."""
-    n, ndim = int(n), int(ndim)
+    n, ndim = _ints((n, ndim), "replicate() arguments")
     if n < 1 or ndim < 0:
         raise TLLayoutError(f"replicate() needs n >= 1 and ndim >= 0, got n={n}, ndim={ndim}")
     return RegisterLayout(((),) * ndim, (-n,) if n > 1 else (), ())
-
-
-replicated = replicate   # older name
 
 
 # ------------------------------------------------------------------ algebra
@@ -492,38 +490,93 @@ def reshape(layout: RegisterLayout, new_shape) -> RegisterLayout:
     return canonicalize(RegisterLayout(tuple(groups), fine.spatial_modes, fine.local_modes))
 
 
-def concat(a: RegisterLayout, b: RegisterLayout) -> RegisterLayout:
-    """The layout on shape a.shape + b.shape: index (x_a..., x_b...) is held
-    by thread tA * TB + tB, slot lA * LB + lB (B's ids least significant)."""
-    n = len(a.mode_sizes)
-    shift = {e: e + n for e in range(len(b.mode_sizes))}
-    return RegisterLayout(a.mode_shape + b.mode_shape, a.spatial_modes + _renumber(b.spatial_modes, shift),
-                          a.local_modes + _renumber(b.local_modes, shift))
+def concat(parts, dim: int) -> RegisterLayout:
+    """The layout of `concat(parts, dim)` where every part has the same layout
+    P: the parts are stacked along `dim` by a new local mode of size
+    len(parts), the most significant digit of both the dimension and the slot
+    id. So x_dim = part * P.shape[dim] + p_dim and slot = part * P.local_size
+    + p_slot: the result's registers are the parts' registers one after the
+    other, and concatenation moves no data. Parts with different layouts
+    (even of equal shape) raise TLLayoutError; the caller converts them first.
+    """
+    parts = list(parts)
+    if not parts or any(not isinstance(p, RegisterLayout) for p in parts):
+        raise TLLayoutError("concat() needs a non-empty list of register layouts")
+    first = parts[0]
+    if any(p != first for p in parts[1:]):
+        raise TLLayoutError(f"concat() needs one layout for all parts, got {parts!r}")
+    if not -first.ndim <= dim < first.ndim:
+        raise TLLayoutError(f"concat dim {dim} out of range for a rank-{first.ndim} layout")
+    sizes = [1] * first.ndim
+    sizes[dim % first.ndim] = len(parts)
+    return local(*sizes) * first
 
 
 # ------------------------------------------------------------- contiguity
-def local_offsets(layout: RegisterLayout, strides) -> np.ndarray:
-    """[threads, slots] array: memory offset sum(index_d * strides[d]) of each element."""
-    strides = _ints(strides, "strides")
+def _strides_or_none(layout: RegisterLayout, strides) -> tuple:
+    strides = tuple(strides)
     if len(strides) != layout.ndim:
         raise TLLayoutError(f"{len(strides)} strides for a rank-{layout.ndim} layout")
-    t, l = np.meshgrid(np.arange(layout.num_threads), np.arange(layout.local_size), indexing="ij")
+    return tuple(None if s is None else _ints([s], "strides")[0] for s in strides)
+
+
+def _all_slots(layout: RegisterLayout):
+    return np.meshgrid(np.arange(layout.num_threads), np.arange(layout.local_size), indexing="ij")
+
+
+def local_offsets(layout: RegisterLayout, strides) -> np.ndarray:
+    """[num_threads, local_size] int64 array: the memory offset
+    sum(index_d * strides[d]) of the element each (thread, slot) holds.
+    Strides are integers (elements); see contiguous_run for None."""
+    strides = _strides_or_none(layout, strides)
+    if None in strides:
+        raise TLLayoutError("local_offsets() needs integer strides")
+    t, l = _all_slots(layout)
     return sum((x * s for x, s in zip(layout.map(t, l), strides)), np.zeros(t.shape, dtype=np.int64))
 
 
 def contiguous_run(layout: RegisterLayout, strides) -> int:
     """Largest power of two R dividing local_size such that, for every thread
     and every aligned slot group [k R, (k + 1) R), the memory offsets step by
-    +1 from one slot to the next. Alignment of the group's first offset is a
-    separate fact (the caller's divisibility analysis)."""
-    offsets = local_offsets(layout, strides)
+    exactly +1 from one slot to the next.
+
+    strides[d] is dimension d's stride in elements, or None for a stride
+    unknown at compile time (a runtime row pitch): a group may then not move
+    along d at all. The alignment of each group's first offset is not checked
+    here; the caller combines R with its divisibility facts (local_offsets
+    gives the offsets) to pick the memory operation width. Costs O(T * L).
+    """
+    strides = _strides_or_none(layout, strides)
+    t, l = _all_slots(layout)
+    index = layout.map(t, l)
+    offsets = sum((x * s for x, s in zip(index, strides) if s is not None), np.zeros(t.shape, dtype=np.int64))
+    # A step is good when the known offset moves by +1 and no unknown-stride
+    # dimension moves (any move there jumps by an unknown amount).
+    good = np.diff(offsets, axis=1) == 1
+    for x, s in zip(index, strides):
+        if s is None:
+            good &= np.diff(x, axis=1) == 0
     run = layout.local_size & -layout.local_size
     while run > 1:
-        groups = offsets.reshape(layout.num_threads, -1, run)
-        if np.all(np.diff(groups, axis=2) == 1):
+        # Steps inside aligned groups of `run` slots: all but every run-th one.
+        inside = (np.arange(1, layout.local_size) % run) != 0
+        if np.all(good[:, inside]):
             return run
         run //= 2
     return 1
+
+
+def contiguous_dim_run(layout: RegisterLayout, dim: int) -> int:
+    """contiguous_run when only dimension `dim` is known to be contiguous
+    (stride 1) and every other stride is unknown: the largest power-of-two R
+    such that each aligned group of R slots walks x_dim by +1 and stays put
+    in every other dimension. This is the per-dimension fact for tensors with
+    runtime strides (global memory)."""
+    if not -layout.ndim <= dim < layout.ndim:
+        raise TLLayoutError(f"dim {dim} out of range for a rank-{layout.ndim} layout")
+    strides = [None] * layout.ndim
+    strides[dim % layout.ndim] = 1
+    return contiguous_run(layout, strides)
 
 
 # ------------------------------------------------------------ mma fragments

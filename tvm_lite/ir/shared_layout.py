@@ -100,9 +100,7 @@ class SharedLayout:
         return f"SharedLayout(shape={list(self.shape)}, strides={list(self.strides)}{sw})"
 
     def __str__(self) -> str:
-        if self.ndim not in (1, 2):
-            return repr(self)
-        from .layout_print import format_shared
+        from .layout_print import format_shared   # late: layout_print is a leaf for both modules
         return format_shared(self)
 
 
