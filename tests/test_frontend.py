@@ -104,9 +104,9 @@ def test_unknown_target_and_constants_raise():
         tl.compile(QMATMUL, target="cpu:sm_90")
     with pytest.raises(tl.TLTypeError, match="unknown compile-time constant"):
         tl.compile(QMATMUL, target="interp", XX=3)
-    with pytest.raises(tl.TLTypeError, match="unknown dtype 'q4'"):
+    with pytest.raises(tl.TLTypeError, match="dtype 'q4'"):
         tl.compile(QMATMUL, target="interp", WT="q4")
-    with pytest.raises(tl.TLTypeError, match="is a int"):
+    with pytest.raises(tl.TLTypeError, match="is an int"):
         tl.compile(QMATMUL, target="interp", BN="wide")
 
 
@@ -135,8 +135,8 @@ MALFORMED = [
     ("    for i in range(3):\n    pass\n", tl.TLSyntaxError, 4, 5, "indented block after the ':' on line 3"),
     ("    x = [1, 2\n", tl.TLSyntaxError, 3, 9, "'[' is never closed"),
     ("    x = 1 2\n", tl.TLSyntaxError, 3, 11, "expected an operator"),
-    ("    return 5\n", tl.TLSyntaxError, 3, 12, "end of the line"),
-    ("    x == \n", tl.TLSyntaxError, 3, 10, "expected an expression"),
+    ("    return 5\n", tl.TLSyntaxError, 3, 12, "'return' takes no value"),
+    ("    x == \n", tl.TLSyntaxError, 3, 9, "expected an expression"),
     ("    x[0] = 1\n", tl.TLSyntaxError, 3, 10, "unexpected '='"),
     ("    t = load(x, [0], [64])\n    store(y, t, [0])\n", tl.TLTypeError, 4, 14, "loses information"),
     ("    t = undefined_thing + 1\n", tl.TLTypeError, 3, 9, "undefined name 'undefined_thing'"),

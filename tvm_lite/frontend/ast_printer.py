@@ -19,12 +19,17 @@ def _expr(e) -> tuple[str, int]:
         return e.id, _ATOM
     if isinstance(e, ast.BoolLit):
         return ("True" if e.value else "False"), _ATOM
-    if isinstance(e, (ast.IntLit, ast.FloatLit)):
+    if isinstance(e, ast.IntLit):
         return repr(e.value), _ATOM
+    if isinstance(e, ast.FloatLit):
+        # A literal too large for a float reads as infinity; print one that does too.
+        return ("1e999" if e.value == float("inf") else repr(e.value)), _ATOM
     if isinstance(e, ast.ListExpr):
         return "[" + ", ".join(format_expr(i) for i in e.items) + "]", _ATOM
     if isinstance(e, ast.Attribute):
-        return f"{_wrap(e.value, _ATOM)}.{e.attr}", _ATOM
+        # `0.x` would lex as the number `0.` then `x`, so an int gets parentheses.
+        base = f"({format_expr(e.value)})" if isinstance(e.value, ast.IntLit) else _wrap(e.value, _ATOM)
+        return f"{base}.{e.attr}", _ATOM
     if isinstance(e, ast.Subscript):
         return f"{_wrap(e.value, _ATOM)}[{', '.join(format_expr(i) for i in e.indices)}]", _ATOM
     if isinstance(e, ast.Call):

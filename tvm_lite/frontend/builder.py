@@ -21,18 +21,22 @@ Assignment rules (Python-like, with tiles as values):
 """
 from __future__ import annotations
 
+import numbers
 import operator
 from typing import Any
+
+import numpy as np
 
 from ..errors import TLTypeError
 from ..ir import vm
 from ..ir.dtypes import DataType, dtype
 from ..ir.layout import RegisterLayout
+from ..ir.shared_layout import SharedLayout
 from ..ir.verifier import verify_program
 from . import ast
-from .parser import location
+from .builder_values import BLOCK, describe, is_const, is_lossless, is_scalar
+from .diagnostics import location
 
-BLOCK = object()          # the `block` name; `block.x` is a BlockIdx
 _CONST_TYPES = {"int": int, "bool": bool, "dtype": DataType}
 
 _ELEMENT_OPS = {
@@ -60,31 +64,6 @@ _PY_OPS = {
     "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
     "min": min, "max": max,
 }
-
-
-def is_const(v: Any) -> bool:
-    return isinstance(v, (bool, int, float)) and not isinstance(v, DataType)
-
-
-def is_scalar(v: Any) -> bool:
-    return is_const(v) or isinstance(v, vm.Expr)
-
-
-def is_lossless(src: DataType, dst: DataType) -> bool:
-    """Every value of src is exactly a value of dst."""
-    if src == dst:
-        return True
-    if src.is_integer and dst.is_integer:
-        return dst.min <= src.min and src.max <= dst.max
-    if src.is_integer:
-        magnitude_bits = src.nbits - (1 if src.is_signed else 0)
-        return dst.mantissa_bits + 1 >= magnitude_bits and dst.max >= src.max
-    if dst.is_integer:
-        return False
-    tiniest = lambda t: 1 - t.bias - t.mantissa_bits  # noqa: E731 - exponent of the smallest subnormal
-    return (dst.mantissa_bits >= src.mantissa_bits and dst.max >= src.max
-            and tiniest(dst) <= tiniest(src)
-            and (dst.has_inf or not src.has_inf) and (dst.has_nan or not src.has_nan))
 
 
 def _count_assignments(stmts: tuple, counts: dict[str, int], in_loop: bool = False) -> None:
@@ -221,11 +200,12 @@ class KernelBuilder:
             if isinstance(value, DataType):
                 return value
         elif c.type_name == "bool":
-            if isinstance(value, bool):
-                return value
-        elif isinstance(value, int) and not isinstance(value, bool):
-            return int(value)
-        raise self.error(node, f"compile-time parameter '{c.name}' is a {c.type_name}, got {describe(value)}")
+            if isinstance(value, (bool, np.bool_)):
+                return bool(value)
+        elif isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+            return int(value)   # also numpy integers
+        kind = {"int": "an int", "bool": "a bool", "dtype": "a dtype"}[c.type_name]
+        raise self.error(node, f"compile-time parameter '{c.name}' is {kind}, got {describe(value)}")
 
     def _resolve_dtype(self, name: str, node: Any) -> DataType:
         found = self.lookup(name)
@@ -471,10 +451,11 @@ class KernelBuilder:
         raise self.error(e, "indexing is not part of TL; use load/store for memory and slice(...) for tiles")
 
     def expr_Call(self, e: ast.Call) -> Any:
-        from .builder_calls import call_builtin, layout_call
+        from .builder_calls import call_builtin
+        from .builder_layouts import layout_call
         if isinstance(e.func, ast.Attribute):
             base = self.expr(e.func.value)
-            if isinstance(base, RegisterLayout):
+            if isinstance(base, (RegisterLayout, SharedLayout)):
                 return layout_call(self, base, e.func.attr, e)
             raise self.error(e.func, f"{describe(base)} has no methods")
         if not isinstance(e.func, ast.Name):
@@ -511,7 +492,8 @@ class KernelBuilder:
 
     def binary(self, op: str, a: Any, b: Any, node: Any) -> Any:
         if isinstance(a, RegisterLayout) and isinstance(b, RegisterLayout) and op == "*":
-            return a * b
+            from .builder_layouts import layout_product
+            return layout_product(self, a, b, node)
         if isinstance(a, vm.RegisterTensor) or isinstance(b, vm.RegisterTensor):
             from .builder_calls import tile_elementwise
             return tile_elementwise(self, _ELEMENT_OPS[op], (a, b), node)
@@ -554,38 +536,6 @@ class KernelBuilder:
         eb = self.convert_scalar(b, common, node)
         result = vm.BOOL if op in _COMPARE else common
         return vm.Binary(_SCALAR_OPS[op], ea, eb, result)
-
-
-def _article(word: str) -> str:
-    return "an" if word[0] in "aefhilmnorsx" else "a"   # by sound: "an i32", "an f16", "a u4"
-
-
-def describe(v: Any) -> str:
-    if v is BLOCK:
-        return "'block'"
-    if isinstance(v, bool):
-        return f"the bool {v}"
-    if isinstance(v, int):
-        return f"the integer {v}"
-    if isinstance(v, float):
-        return f"the number {v}"
-    if isinstance(v, DataType):
-        return f"the dtype {v.name}"
-    if isinstance(v, vm.RegisterTensor):
-        return f"{_article(v.dtype.name)} {v.dtype.name}{list(v.shape)} tile"
-    if isinstance(v, vm.SharedTensor):
-        return f"the shared tensor {v.dtype.name}{list(v.shape)}"
-    if isinstance(v, vm.GlobalTensor):
-        return f"the global tensor '{v.name}'"
-    if isinstance(v, vm.Pointer):
-        return f"the pointer '{v.name}'"
-    if isinstance(v, vm.Expr):
-        return f"{_article(v.dtype.name)} {v.dtype.name} scalar"
-    if isinstance(v, tuple):
-        return f"a list of {len(v)}"
-    if isinstance(v, RegisterLayout):
-        return f"the layout {v!r}"
-    return type(v).__name__
 
 
 def build_program(module: ast.Module, constants: dict, source: str, filename: str) -> vm.Program:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from ..ir import layout as layout_algebra
 from ..ir import vm
 from ..ir.dtypes import DataType
 from ..ir.layout import RegisterLayout
+from ..ir.shared_layout import SharedLayout
 from . import ast
-from .builder import BLOCK, describe, is_const, is_scalar
+from .builder_values import BLOCK, describe, is_const, is_scalar
+from .builder_layouts import LAYOUT_FUNCTIONS, layout_call
 
 _REQUIRED = object()
 
@@ -108,7 +109,7 @@ def call_builtin(b, call: ast.Call) -> Any:
         raise b.error(call.func, f"'{name}' is a value, not a function")
     if name == "range":
         raise b.error(call, "range(...) is only allowed as the iterable of a for loop")
-    if name in LAYOUT_METHODS:
+    if name in LAYOUT_FUNCTIONS:
         return layout_call(b, None, name, call)
     entry = BUILTINS.get(name)
     if entry is None:
@@ -221,15 +222,15 @@ def tl_atomic_add(b, a: Args):
 # ------------------------------------------------------------- shared memory
 
 
-def _no_layout(a: Args) -> None:
-    if a.has("layout"):
-        raise a.error("layout", f"{a.name}(): explicit layouts are not supported in TL source yet")
-
-
 @builtin("dtype", "shape", "layout")
 def tl_shared(b, a: Args):
-    _no_layout(a)
-    s = vm.SharedTensor(b.fresh(), a.dtype("dtype"), a.shape("shape"))
+    shape = a.shape("shape")
+    layout = None
+    if a.has("layout"):
+        layout = a.of("layout", SharedLayout, "a shared layout such as row_major(64, 64).swizzle(3, 3, 3)")
+        if layout.shape != shape:
+            raise a.error("layout", f"shared(): the layout covers {list(layout.shape)}, the tensor is {list(shape)}")
+    s = vm.SharedTensor(b.fresh(), a.dtype("dtype"), shape, layout)
     b.emit(vm.AllocShared(s))
     return s
 
@@ -364,22 +365,6 @@ def tl_annotate(b, a: Args):
     out = b.new_tile(x.dtype, x.shape)
     b.emit(vm.Annotate(out, x, layout))
     return out
-
-
-LAYOUT_METHODS = {"local": layout_algebra.local, "spatial": layout_algebra.spatial,
-                  "column_local": layout_algebra.column_local,
-                  "column_spatial": layout_algebra.column_spatial}
-
-
-def layout_call(b, base: RegisterLayout | None, name: str, call: ast.Call) -> RegisterLayout:
-    """`spatial(8, 4)` (base None) and the fluent product `layout.local(1, 2)`."""
-    if name not in LAYOUT_METHODS or call.kwargs:
-        raise b.error(call.func, f"a layout has methods {', '.join(LAYOUT_METHODS)}, not '{name}'")
-    dims = [b.const_int(b.expr(x), x, f"{name}() sizes") for x in call.args]
-    if not dims or any(d < 1 for d in dims):
-        raise b.error(call, f"{name}(): sizes must be positive integers")
-    atom = LAYOUT_METHODS[name](*dims)
-    return atom if base is None else base * atom
 
 
 # -------------------------------------------------------------------- compute
@@ -580,4 +565,4 @@ def tl_slice(b, a: Args):
     return out
 
 
-__all__ = ["BUILTINS", "call_builtin", "tile_elementwise", "BLOCK"]
+__all__ = ["BUILTINS", "call_builtin", "tile_elementwise", "BLOCK", "layout_call"]

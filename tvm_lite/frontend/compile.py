@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -21,34 +22,49 @@ from .ast_printer import format_ast
 from .builder import build_program
 from .parser import parse
 
-_parse_cache: dict[tuple[str, str], ast.Module] = {}
+_PARSE_CACHE_SIZE = 256
+_parse_cache: "OrderedDict[tuple[str, str], ast.Module]" = OrderedDict()   # least recently used first
 _parse_lock = threading.Lock()
 
 
 def _read_source(source_or_path: Any) -> tuple[str, str]:
-    """(text, filename). A Path, or a string naming an existing .tl file, is read."""
+    """(text, filename). A Path, or a one-line string naming a .tl or existing file, is read."""
+    # A kernel takes at least two lines, so a one-line string is a path when it
+    # names a .tl file or any existing file.
     if isinstance(source_or_path, os.PathLike) or (
             isinstance(source_or_path, str) and "\n" not in source_or_path
-            and source_or_path.endswith(".tl")):
+            and (source_or_path.endswith(".tl") or os.path.isfile(source_or_path))):
         path = Path(source_or_path)
         try:
-            return path.read_text(), str(path)
-        except OSError as e:
-            raise TLError(f"cannot read TL source {str(path)!r}: {e.strerror}") from None
+            return path.read_text(encoding="utf-8"), str(path)
+        except UnicodeDecodeError as e:
+            raise TLError(f"cannot read TL source {str(path)!r}: not UTF-8 text ({e.reason} "
+                          f"at byte {e.start})") from None
+        except (OSError, ValueError) as e:   # ValueError: a NUL byte in the path
+            raise TLError(f"cannot read TL source {str(path)!r}: {getattr(e, 'strerror', None) or e}") from None
     if not isinstance(source_or_path, str):
         raise TLError(f"tl.compile takes TL source text or a path, got {type(source_or_path).__name__}")
     return source_or_path, "<string>"
 
 
 def parse_cached(text: str, filename: str) -> ast.Module:
+    """parse(), memoized by (source text, file name) in a bounded LRU table.
+
+    The file name is part of the key because diagnostics raised later (by the
+    builder) name it; ASTs are immutable, so sharing them is safe.
+    """
     key = (text, filename)
     with _parse_lock:
         hit = _parse_cache.get(key)
-    if hit is None:
-        hit = parse(text, filename)
-        with _parse_lock:
-            _parse_cache[key] = hit
-    return hit
+        if hit is not None:
+            _parse_cache.move_to_end(key)
+            return hit
+    tree = parse(text, filename)
+    with _parse_lock:
+        _parse_cache[key] = tree
+        while len(_parse_cache) > _PARSE_CACHE_SIZE:
+            _parse_cache.popitem(last=False)
+    return tree
 
 
 class Kernel:

@@ -9,18 +9,17 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import pickle
 import threading
 from pathlib import Path
 
 import lark
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput,
-                             UnexpectedToken, VisitError)
+from lark.exceptions import UnexpectedInput, VisitError
 from lark.indenter import DedentError, Indenter
 
-from ..errors import SourceLocation, TLError, TLSyntaxError
+from ..errors import SourceLocation, TLCompileError, TLError, TLSyntaxError
 from . import ast
+from .diagnostics import convert, dedent_location, location
 
 _GRAMMAR = Path(__file__).with_name("grammar.lark")
 
@@ -61,7 +60,9 @@ def _cache_path(grammar: str, strict: bool) -> str | bool:
 
 
 def _options(strict: bool) -> dict:
-    return dict(parser="lalr", postlex=_TLIndenter(), propagate_positions=True,
+    # The basic lexer (not lark's default contextual one) lexes a keyword as a
+    # keyword everywhere, so `in = 3` or `x = for` is a syntax error, never a name.
+    return dict(parser="lalr", lexer="basic", postlex=_TLIndenter(), propagate_positions=True,
                 maybe_placeholders=False, strict=strict)
 
 
@@ -79,9 +80,11 @@ def get_parser() -> Lark:
             strict = _strict_available()
             try:
                 _parser = Lark(text, cache=_cache_path(text, strict), **_options(strict))
-            except (OSError, EOFError, ValueError, pickle.UnpicklingError):
-                # An unreadable or stale cache file must not break compilation.
-                _parser = Lark(text, **_options(strict))
+            except Exception:
+                # An unreadable, truncated or stale cache file (unpickling can fail
+                # with almost any exception) must not break compilation. A real
+                # grammar error raises again here, without the cache.
+                _parser = Lark(text, cache=False, **_options(strict))
         return _parser
 
 
@@ -103,7 +106,7 @@ class _ToAST(Transformer):
     """Parse tree -> ast nodes. An unknown rule raises (see __default__)."""
 
     def __default__(self, data, children, meta):
-        raise TLError(f"internal: no AST rule for grammar rule '{data}'")
+        raise TLCompileError(f"no AST rule for the grammar rule '{data}'; this is a compiler bug")
 
     def start(self, meta, children):
         return ast.Module(tuple(children), _span(meta))
@@ -251,7 +254,10 @@ class _ToAST(Transformer):
         return ast.Name(str(children[0]), _span(meta))
 
     def int_lit(self, meta, children):
-        return ast.IntLit(_int(str(children[0])), _span(meta))
+        try:
+            return ast.IntLit(_int(str(children[0])), _span(meta))
+        except ValueError:
+            raise TLSyntaxError(f"malformed number '{children[0]}'", _loc_from_span(_span(meta))) from None
 
     def float_lit(self, meta, children):
         return ast.FloatLit(float(str(children[0]).replace("_", "")), _span(meta))
@@ -280,181 +286,54 @@ def _loc_from_span(span: ast.Span) -> SourceLocation:
                     span.line, span.column)
 
 
-def location(source: str, filename: str, line: int, column: int) -> SourceLocation:
-    lines = source.splitlines()
-    text = lines[line - 1] if 0 < line <= len(lines) else ""
-    return SourceLocation(filename, max(line, 1), max(column, 1), text)
-
-
-# ------------------------------------------------------------------ diagnostics
-
-_WORDS = {
-    "NAME": "a name", "INT": "a number", "FLOAT": "a number", "_NEWLINE": "the end of the line",
-    "_INDENT": "an indented block", "_DEDENT": "the end of the block", "$END": "the end of the input",
-}
-
-
-def _describe_terminal(name: str, parser: Lark) -> str:
-    if name in _WORDS:
-        return _WORDS[name]
-    try:
-        pattern = parser.get_terminal(name).pattern
-    except (KeyError, AttributeError):
-        return name.lower()
-    if pattern.type == "str":
-        return f"'{pattern.value}'"
-    return name.lower()
-
-
-_EXPR_STARTS = {"NAME", "INT", "FLOAT", "LPAR", "LSQB", "MINUS", "TILDE", "PLUS", "NOT", "TRUE", "FALSE"}
-
-
-def _expected_words(expected: set[str], parser: Lark) -> str:
-    expected = set(expected)
-    words = []
-    if "NAME" not in expected and "_NEWLINE" in expected and len(expected) > 6:
-        # After a complete operand: anything that may follow it would do.
-        return "an operator or the end of the line"
-    if "NAME" in expected and len(expected & _EXPR_STARTS) >= 3:
-        words.append("an expression")
-        expected -= _EXPR_STARTS
-    described = sorted({_describe_terminal(e, parser) for e in expected})
-    # Long lists of operators help nobody; name the first few.
-    if len(described) > 6:
-        described = described[:5] + ["..."]
-    words.extend(described)
-    if not words:
-        return ""
-    if len(words) == 1:
-        return words[0]
-    return ", ".join(words[:-1]) + " or " + words[-1]
-
-
-def _describe_token(tok: Token) -> str:
-    if tok.type == "$END":
-        return "end of input"
-    if tok.type == "_NEWLINE":
-        return "end of line"
-    if tok.type == "_INDENT":
-        return "indent"
-    if tok.type == "_DEDENT":
-        return "dedent"
-    return f"'{tok}'"
-
-
-def _dedent_location(source: str, filename: str) -> SourceLocation:
-    """First line whose indentation matches no enclosing block."""
-    stack = [0]
-    depth = 0
-    for number, raw in enumerate(source.splitlines(), 1):
-        stripped = raw.strip()
-        if depth == 0 and stripped and not stripped.startswith("#"):
-            indent = len(raw.expandtabs(8)) - len(raw.expandtabs(8).lstrip())
-            if indent > stack[-1]:
-                stack.append(indent)
-            else:
-                while indent < stack[-1]:
-                    stack.pop()
-                if indent != stack[-1]:
-                    return location(source, filename, number, indent + 1)
-        code = raw.split("#", 1)[0]
-        depth = max(0, depth + sum(code.count(c) for c in "([{") - sum(code.count(c) for c in ")]}"))
-    return location(source, filename, 1, 1)
-
-
-def _unclosed_bracket(source: str) -> tuple[str, int, int] | None:
-    """The first bracket that is never closed, as (char, line, column)."""
-    stack: list[tuple[str, int, int]] = []
-    pairs = {")": "(", "]": "[", "}": "{"}
-    for number, raw in enumerate(source.splitlines(), 1):
-        for col, ch in enumerate(raw.split("#", 1)[0], 1):
-            if ch in "([{":
-                stack.append((ch, number, col))
-            elif ch in pairs and stack and stack[-1][0] == pairs[ch]:
-                stack.pop()
-    return stack[0] if stack else None
-
-
-def _missing_block(source: str, line: int) -> int | None:
-    """If `line` should have opened an indented block, the line of its ':'."""
-    lines = source.splitlines()
-    if not 1 < line <= len(lines):
-        return None
-    prev = line - 2
-    while prev >= 0 and not lines[prev].split("#", 1)[0].strip():
-        prev -= 1
-    if prev < 0 or not lines[prev].split("#", 1)[0].rstrip().endswith(":"):
-        return None
-
-    def indent(text: str) -> int:
-        return len(text.expandtabs(8)) - len(text.expandtabs(8).lstrip())
-    return prev + 1 if indent(lines[line - 1]) <= indent(lines[prev]) else None
-
-
-def _convert(err: UnexpectedInput, source: str, filename: str, parser: Lark) -> TLSyntaxError:
-    line, column = getattr(err, "line", 1), getattr(err, "column", 1)
-    tok = getattr(err, "token", None)
-    if isinstance(err, UnexpectedEOF) or (tok is not None and tok.type in ("$END", "_DEDENT")):
-        unclosed = _unclosed_bracket(source)
-        if unclosed is not None:
-            ch, bl, bc = unclosed
-            return TLSyntaxError(f"'{ch}' is never closed", location(source, filename, bl, bc))
-    if isinstance(err, UnexpectedCharacters):
-        char = source.splitlines()[line - 1][column - 1] if line >= 1 else "?"
-        return TLSyntaxError(f"unexpected character {char!r}", location(source, filename, line, column))
-    if isinstance(err, UnexpectedEOF):
-        lines = source.splitlines() or [""]
-        return TLSyntaxError("unexpected end of input: a bracket or block is not closed",
-                             location(source, filename, len(lines), len(lines[-1]) + 1))
-    assert isinstance(err, UnexpectedToken)
-    tok = err.token
-    expected = _expected_words(err.expected, parser)
-    if tok.type == "$END" or line in (None, -1):
-        lines = source.splitlines() or [""]
-        line, column = len(lines), len(lines[-1]) + 1
-    elif tok.type == "_NEWLINE":
-        # A newline token starts at the end of the line it closes.
-        line, column = tok.line, tok.column
-    if tok.type in ("_INDENT", "_DEDENT") and getattr(tok, "end_line", None):
-        # Indenter tokens are made from the newline before the line they open.
-        line, column = tok.end_line, tok.end_column
-    block_opener = _missing_block(source, line)
-    if block_opener is not None:
-        msg = f"expected an indented block after the ':' on line {block_opener}"
-    elif set(err.expected) <= {"AT", "$END", "_NEWLINE"} and column == 1:
-        msg = f"unexpected {_describe_token(tok)}; top-level code must be a kernel: '@kernel(...)' then 'def'"
-    elif tok.type == "_INDENT":
-        msg = "unexpected indent"
-    elif tok.type == "_NEWLINE" and ("'('" in expected and "':'" not in expected):
-        msg = f"unexpected end of line; expected {expected}" if expected else "unexpected end of line"
-    else:
-        msg = f"unexpected {_describe_token(tok)}"
-        if expected:
-            msg += f"; expected {expected}"
-    return TLSyntaxError(msg, location(source, filename, line, column))
-
-
 def parse(source: str, filename: str = "<string>") -> ast.Module:
     """Parse TL source. Raises TLSyntaxError (and nothing else) on bad input."""
     if not isinstance(source, str):
         raise TLSyntaxError(f"TL source must be a string, got {type(source).__name__}")
     text = source.replace("\r\n", "\n")
+    if text.startswith("\ufeff"):      # a UTF-8 byte-order mark, as some editors write
+        text = text[1:]
     if not text.endswith("\n"):
         text += "\n"
     parser = get_parser()
     _current.source, _current.filename = text, filename
+    try:
+        return _parse(parser, text, filename)
+    except TLSyntaxError as e:
+        raise _on_code(e, text, filename) from None
+
+
+def _on_code(err: TLSyntaxError, text: str, filename: str) -> TLSyntaxError:
+    """Move a caret that landed on a blank line (or past the end of the input,
+    e.g. a missing block at the end of the file) to just after the last code
+    on the line before it, so that every message shows a source line."""
+    loc = err.location
+    if loc is None or loc.source_line.strip():
+        return err
+    lines = text.split("\n")
+    line = min(loc.line, len(lines))
+    while line > 1 and not lines[line - 1].split("#", 1)[0].strip():
+        line -= 1
+    code = lines[line - 1].split("#", 1)[0].rstrip()
+    if not code.strip():
+        return err
+    return TLSyntaxError(err.message, location(text, filename, line, len(code) + 1))
+
+
+def _parse(parser: Lark, text: str, filename: str) -> ast.Module:
+    """The one boundary where lark's exceptions become TLSyntaxError."""
     try:
         tree = parser.parse(text)
         return _ToAST().transform(tree)
     except VisitError as e:
         if isinstance(e.orig_exc, TLError):
             raise e.orig_exc from None
-        raise TLSyntaxError(f"could not read the program ({e.orig_exc})",
-                            location(text, filename, 1, 1)) from None
+        raise TLCompileError(f"internal error while building the AST ({type(e.orig_exc).__name__}: "
+                             f"{e.orig_exc}); this is a compiler bug") from e.orig_exc
     except DedentError:
         raise TLSyntaxError("unindent does not match any outer indentation level",
-                            _dedent_location(text, filename)) from None
+                            dedent_location(text, filename)) from None
     except UnexpectedInput as e:
-        raise _convert(e, text, filename, parser) from None
+        raise convert(e, text, filename, parser) from None
     except RecursionError:
         raise TLSyntaxError("the program is nested too deeply", location(text, filename, 1, 1)) from None
