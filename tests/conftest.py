@@ -11,6 +11,22 @@ os.environ["TL_CACHE_DIR"] = tempfile.mkdtemp(prefix="tl-test-cache-")
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")
 
+# The DESIGN.md section 7 kernel, verbatim: outside tests rely on it compiling as written.
+QMATMUL = """\
+@kernel(warps=4)
+def qmatmul[WT: dtype = u4, BM: int = 16, BN: int = 128, BK: int = 64, G: int = 128](
+        m: i32, n: i32, k: i32,
+        a: f16[m, k], b: WT[k, n], s: f16[cdiv(k, G), n], c: f16[m, n]):
+    grid(cdiv(m, BM), cdiv(n, BN))
+    acc = zeros(f32, [BM, BN])
+    for kt in range(cdiv(k, BK)):
+        ta = load(a, [block.x * BM, kt * BK], [BM, BK])     # out-of-range reads give 0
+        tb = load(b, [kt * BK, block.y * BN], [BK, BN])
+        ts = load(s, [kt * BK // G, block.y * BN], [1, BN])
+        acc = dot(ta, cast(tb, f16) * ts, acc)
+    store(c, cast(acc, f16), [block.x * BM, block.y * BN])  # out-of-range writes dropped
+"""
+
 
 @pytest.fixture
 def rng():

@@ -34,6 +34,9 @@ SYNTAX = [
     (K + "    if n > 0:  # comment\n    pass\n", 4, 5, "expected an indented block after the ':' on line 3"),
     ("@kernel(warps=4)\ndef k(n: i32):\n", 2, 15, "expected an indented block"),
     ("@kernel(warps=4)\n  def k(n: i32):\n    pass\n", 2, 3, "unexpected indent"),
+    # a signature over several lines: the body's indentation is compared with the 'def' line
+    ("@kernel(warps=4)\ndef k(\n        n: i32):\npass\n", 4, 1, "indented block after the ':' on line 3"),
+    ("@kernel(warps=4)\ndef k(\n        n: i32):\n    pass,(1)\n", 4, 9, "unexpected ','"),
     # expressions
     (K + "    x2 = \n", 3, 9, "expected an expression"),
     (K + "    x2 = 1 +* 2\n", 3, 13, "expected an expression"),
@@ -60,6 +63,8 @@ SYNTAX = [
     ("x = 1\n", 1, 1, "top-level code must be a kernel"),
     ("def k(n: i32):\n    pass\n", 1, 1, "top-level code must be a kernel"),
     ("@kernel(warps=4)\n", 1, 17, "expected 'def'"),
+    ("@kernel(warps=4)\ndef k(n: i32): pass\n", 2, 16, "a block starts on a new line"),
+    (K + "    for i in range(3): pass\n", 3, 24, "a block starts on a new line"),
     ("@kernel(warps=4) def k(n: i32):\n    pass\n", 1, 18, "unexpected 'def'"),
     ("@kernel(warps=4)\ndef k(n i32):\n    pass\n", 2, 9, "expected ':'"),
     ("@kernel(warps=4)\ndef k(n: i32,, m: i32):\n    pass\n", 2, 14, "expected ')' or a name"),

@@ -8,27 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tvm_lite as tl
-from conftest import EXAMPLES
+from conftest import EXAMPLES, QMATMUL
 from tvm_lite.frontend.ast_printer import format_ast
 from tvm_lite.frontend.parser import parse
 from tvm_lite.ir import vm
 
 EXAMPLE_FILES = sorted(glob.glob(os.path.join(EXAMPLES, "*.tl")))
 
-QMATMUL = """\
-@kernel(warps=4)
-def qmatmul[WT: dtype = u4, BM: int = 16, BN: int = 128, BK: int = 64, G: int = 128](
-        m: i32, n: i32, k: i32,
-        a: f16[m, k], b: WT[k, n], s: f16[cdiv(k, G), n], c: f16[m, n]):
-    grid(cdiv(m, BM), cdiv(n, BN))
-    acc = zeros(f32, [BM, BN])
-    for kt in range(cdiv(k, BK)):
-        ta = load(a, [block.x * BM, kt * BK], [BM, BK])     # out-of-range reads give 0
-        tb = load(b, [kt * BK, block.y * BN], [BK, BN])
-        ts = load(s, [kt * BK // G, block.y * BN], [1, BN])
-        acc = dot(ta, cast(tb, f16) * ts, acc)
-    store(c, cast(acc, f16), [block.x * BM, block.y * BN])  # out-of-range writes dropped
-"""
 
 QMATMUL_VM_U3_BN64 = """\
 # constants: WT=u3, BM=16, BN=64, BK=64, G=128

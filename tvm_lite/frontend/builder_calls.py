@@ -14,8 +14,8 @@ from ..ir.dtypes import DataType
 from ..ir.layout import RegisterLayout
 from ..ir.shared_layout import SharedLayout
 from . import ast
-from .builder_values import BLOCK, describe, is_const, is_scalar
 from .builder_layouts import LAYOUT_FUNCTIONS, layout_call
+from .builder_values import BLOCK, describe, is_const, is_scalar
 
 _REQUIRED = object()
 

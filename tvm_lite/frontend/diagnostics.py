@@ -11,6 +11,8 @@ Lines are counted the way lark counts them: only '\\n' ends a line.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Optional
 
 from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
@@ -155,17 +157,20 @@ def dedent_location(source: str, filename: str) -> SourceLocation:
     return location(source, filename, 1, 1)
 
 
-def _missing_block(source: str, line: int) -> int | None:
-    """If `line` should have opened an indented block, the line of its ':'."""
+def _missing_block(source: str, line: int, column: int) -> int | None:
+    """If the token at (line, column) starts a line that should have been an
+    indented block, the line of the ':' that asked for it."""
     lines = source_lines(source)
-    if not 1 < line <= len(lines):
+    if not 1 < line <= len(lines) or _code(lines[line - 1])[:column - 1].strip():
         return None
     prev = line - 2
     while prev >= 0 and not _code(lines[prev]).strip():
         prev -= 1
     if prev < 0 or not _code(lines[prev]).rstrip().endswith(":"):
         return None
-    return prev + 1 if _indent(lines[line - 1]) <= _indent(lines[prev]) else None
+    # A header may span lines (a long kernel signature): compare with its first line.
+    header = _statement_start(source, prev + 1)
+    return prev + 1 if _indent(lines[line - 1]) <= _indent(header) else None
 
 
 def _end_of_code(source: str, line: int) -> int:
@@ -216,74 +221,165 @@ def _position(tok: Token, source: str) -> tuple[int, int]:
     return tok.line, tok.column
 
 
-def _unexpected_token(err: UnexpectedToken, source: str, filename: str, parser: Lark) -> TLSyntaxError:
-    tok = err.token
-    accepts = set(getattr(err, "accepts", None) or err.expected)
-    expected = expected_words(accepts, parser)
-    line, column = _position(tok, source)
+@dataclass
+class _Context:
+    """An unexpected token, where it is, and what the parser would have taken."""
+    tok: Token
+    accepts: set[str]
+    expected: str          # `accepts` in words
+    line: int
+    column: int
+    source: str
 
-    def error(message: str, at: tuple[int, int] = (line, column)) -> TLSyntaxError:
-        return TLSyntaxError(message, location(source, filename, *at))
+    @property
+    def text(self) -> str:
+        return str(self.tok)
 
-    # A bracket left open: the next line's first token is where the parse fails.
-    unclosed = open_brackets(source, (line, column)) if tok.type not in ("$END", "_DEDENT") else []
-    if unclosed and tok.type not in ("_NEWLINE", "_INDENT"):
-        ch, bl, bc = unclosed[-1]
-        lines = source_lines(source)
-        first_on_line = _code(lines[line - 1])[:column - 1].strip() == "" if line <= len(lines) else False
-        if bl < line and first_on_line and _indent(lines[line - 1]) <= _indent(lines[bl - 1]):
-            return error(f"'{ch}' is never closed", (bl, bc))
-    if tok.type in ("$END", "_DEDENT"):
-        unclosed = open_brackets(source)
-        if unclosed:
-            ch, bl, bc = unclosed[0]
-            return error(f"'{ch}' is never closed", (bl, bc))
+    @property
+    def first_on_line(self) -> bool:
+        lines = source_lines(self.source)
+        return self.line <= len(lines) and not _code(lines[self.line - 1])[:self.column - 1].strip()
 
+
+Diagnosis = Optional[tuple[str, Optional[tuple[int, int]]]]   # message, caret (None: at the token)
+
+
+def _unclosed_bracket(c: _Context) -> Diagnosis:
+    """A bracket left open: the parse fails at the next line's first token, or at the end."""
+    if c.tok.type in ("$END", "_DEDENT"):
+        unclosed = open_brackets(c.source)
+        return (f"'{unclosed[0][0]}' is never closed", unclosed[0][1:]) if unclosed else None
+    if c.tok.type in ("_NEWLINE", "_INDENT") or not c.first_on_line:
+        return None
+    unclosed = open_brackets(c.source, (c.line, c.column))
+    if not unclosed:
+        return None
+    ch, line, column = unclosed[-1]
+    lines = source_lines(c.source)
+    if line < c.line and _indent(lines[c.line - 1]) <= _indent(lines[line - 1]):
+        return f"'{ch}' is never closed", (line, column)
+    return None
+
+
+def _mismatched_bracket(c: _Context) -> Diagnosis:
     closing = {")": "(", "]": "[", "}": "{"}
-    if str(tok) in closing and tok.type != "NAME":
-        inner = open_brackets(source, (line, column))
-        if not inner:
-            return error(f"unmatched '{tok}'")
-        if inner[-1][0] != closing[str(tok)]:
-            ch, bl, _ = inner[-1]
-            where = "" if bl == line else f" on line {bl}"
-            return error(f"'{tok}' does not match the '{ch}'{where}")
-    if str(tok).isalpha() and tok.type not in ("NAME", "DEF") and "NAME" in accepts and str(tok) not in ("True", "False"):
-        return error(f"'{tok}' is a keyword and cannot be used as a name")
+    if c.text not in closing or c.tok.type == "NAME":
+        return None
+    inner = open_brackets(c.source, (c.line, c.column))
+    if not inner:
+        return f"unmatched '{c.text}'", None
+    ch, line, _ = inner[-1]
+    if ch == closing[c.text]:
+        return None
+    where = "" if line == c.line else f" on line {line}"
+    return f"'{c.text}' does not match the '{ch}'{where}", None
 
-    block_opener = _missing_block(source, line)
-    if block_opener is not None and tok.type != "_INDENT":
-        return error(f"expected an indented block after the ':' on line {block_opener}")
-    if tok.type == "_INDENT":
-        return error("unexpected indent")
-    if accepts <= {"AT", "$END", "_NEWLINE"} and column == 1:
-        return error(f"unexpected {_describe_token(tok)}; top-level code must be a kernel: "
-                     f"'@kernel(...)' then 'def'")
 
-    if tok.type == "DEF" and column > 1 and _code(source_lines(source)[line - 1])[:column - 1].strip() == "":
-        return error("a kernel cannot contain a 'def'; kernels are declared at the top level, "
-                     "each after @kernel(...)")
-    word, word_col = _word_before(source, line, column)
+def _keyword_as_name(c: _Context) -> Diagnosis:
+    if (c.text.isalpha() and c.tok.type not in ("NAME", "DEF") and "NAME" in c.accepts
+            and c.text not in ("True", "False")):
+        return f"'{c.text}' is a keyword and cannot be used as a name", None
+    return None
+
+
+def _missing_indented_block(c: _Context) -> Diagnosis:
+    if c.tok.type == "_INDENT":
+        return None
+    opener = _missing_block(c.source, c.line, c.column)
+    return (f"expected an indented block after the ':' on line {opener}", None) if opener else None
+
+
+def _unexpected_indent(c: _Context) -> Diagnosis:
+    return ("unexpected indent", None) if c.tok.type == "_INDENT" else None
+
+
+def _top_level_code(c: _Context) -> Diagnosis:
+    if c.accepts <= {"AT", "$END", "_NEWLINE"} and c.column == 1:
+        return (f"unexpected {_describe_token(c.tok)}; top-level code must be a kernel: "
+                f"'@kernel(...)' then 'def'"), None
+    return None
+
+
+def _nested_def(c: _Context) -> Diagnosis:
+    if c.tok.type == "DEF" and c.column > 1 and c.first_on_line:
+        return ("a kernel cannot contain a 'def'; kernels are declared at the top level, "
+                "each after @kernel(...)"), None
+    return None
+
+
+def _python_word(c: _Context) -> Diagnosis:
+    """`import os`, `lambda: 1`: a Python word lexed as a name, then a parse failure."""
+    word, column = _word_before(c.source, c.line, c.column)
     if word in _PYTHON_ONLY:
-        return error(f"'{word}' is not part of TL", (line, word_col))
-    if str(tok) in _PYTHON_ONLY and tok.type == "NAME" and "NAME" not in accepts:
-        return error(f"'{tok}' is not part of TL")
+        return f"'{word}' is not part of TL", (c.line, column)
+    if c.text in _PYTHON_ONLY and c.tok.type == "NAME" and "NAME" not in c.accepts:
+        return f"'{c.text}' is not part of TL", None
+    return None
 
-    head = _first_word(_statement_start(source, line))
-    if "COLON" in accepts and head in _HEADERS and not open_brackets(source, (line, column)):
-        found = "" if tok.type == "_NEWLINE" else f", found {_describe_token(tok)}"
-        return error(f"expected ':' after {_HEADERS[head]}{found}")
-    if head == "return" and tok.type != "_NEWLINE" and "_NEWLINE" in accepts:
-        return error("'return' takes no value: a kernel writes its results with store(...)")
-    if str(tok) in _COMPARISONS and tok.type != "NAME" and "NAME" not in accepts and accepts & _AFTER_OPERAND:
-        return error("comparisons do not chain in TL; write (a < b) and (b < c)")
-    if tok.type == "EQUAL" and "_NEWLINE" in accepts:
-        return error("unexpected '='; only a plain name can be assigned (x = ...): "
-                     "use store(...) to write memory")
-    if tok.type == "_NEWLINE":
-        return error(f"unexpected end of line; expected {expected}" if expected else "unexpected end of line")
-    msg = f"unexpected {_describe_token(tok)}"
-    return error(f"{msg}; expected {expected}" if expected else msg)
+
+def _missing_colon(c: _Context) -> Diagnosis:
+    head = _first_word(_statement_start(c.source, c.line))
+    if "COLON" in c.accepts and head in _HEADERS and not open_brackets(c.source, (c.line, c.column)):
+        found = "" if c.tok.type == "_NEWLINE" else f", found {_describe_token(c.tok)}"
+        return f"expected ':' after {_HEADERS[head]}{found}", None
+    return None
+
+
+def _return_value(c: _Context) -> Diagnosis:
+    head = _first_word(_statement_start(c.source, c.line))
+    if head == "return" and c.tok.type != "_NEWLINE" and "_NEWLINE" in c.accepts:
+        return "'return' takes no value: a kernel writes its results with store(...)", None
+    return None
+
+
+def _chained_comparison(c: _Context) -> Diagnosis:
+    if (c.text in _COMPARISONS and c.tok.type != "NAME" and "NAME" not in c.accepts
+            and c.accepts & _AFTER_OPERAND):
+        return "comparisons do not chain in TL; write (a < b) and (b < c)", None
+    return None
+
+
+def _assignment_target(c: _Context) -> Diagnosis:
+    if c.tok.type == "EQUAL" and "_NEWLINE" in c.accepts:
+        return ("unexpected '='; only a plain name can be assigned (x = ...): "
+                "use store(...) to write memory"), None
+    return None
+
+
+def _block_on_the_same_line(c: _Context) -> Diagnosis:
+    """`for i in range(n): pass`: TL blocks always start on the next line."""
+    lines = source_lines(c.source)
+    before = _code(lines[c.line - 1])[:c.column - 1].rstrip() if c.line <= len(lines) else ""
+    if c.accepts == {"_NEWLINE"} and before.endswith(":"):
+        return "a block starts on a new line after the ':', indented", None
+    return None
+
+
+def _generic(c: _Context) -> Diagnosis:
+    if c.tok.type == "_NEWLINE":
+        return (f"unexpected end of line; expected {c.expected}" if c.expected else "unexpected end of line"), None
+    message = f"unexpected {_describe_token(c.tok)}"
+    return (f"{message}; expected {c.expected}" if c.expected else message), None
+
+
+# Tried in order; the first that recognizes the mistake words the error.
+_CHECKS = (_unclosed_bracket, _mismatched_bracket, _keyword_as_name, _missing_indented_block,
+           _unexpected_indent, _top_level_code, _nested_def, _python_word, _missing_colon,
+           _return_value, _chained_comparison, _assignment_target, _block_on_the_same_line, _generic)
+
+
+def _unexpected_token(err: UnexpectedToken, source: str, filename: str, parser: Lark) -> TLSyntaxError:
+    # `accepts` is what the parser state really takes; `expected` also lists
+    # terminals the lexer always allows (the newline, for the Indenter).
+    accepts = set(getattr(err, "accepts", None) or err.expected)
+    line, column = _position(err.token, source)
+    context = _Context(err.token, accepts, expected_words(accepts, parser), line, column, source)
+    for check in _CHECKS:
+        found = check(context)
+        if found is not None:
+            message, at = found
+            return TLSyntaxError(message, location(source, filename, *(at or (line, column))))
+    raise AssertionError("unreachable: _generic always answers")
 
 
 def convert(err: UnexpectedInput, source: str, filename: str, parser: Lark) -> TLSyntaxError:
