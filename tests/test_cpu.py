@@ -133,3 +133,20 @@ def decode_all_and_midpoints(dt):
     values = tl.ir.dtypes.decode(np.arange(count, dtype=np.uint64), dt)
     values = values[np.isfinite(values)]
     return np.concatenate([values, (values[1:] + values[:-1]) / 2])
+
+
+def test_zero_range_step_is_an_error_on_every_target(target):
+    src = """
+@kernel(warps=1)
+def k(step: i32, y: f32[4]):
+    acc = zeros(f32, [4])
+    for i in range(0, 8, step):
+        acc = acc + 1.0
+    store(y, acc, [0])
+"""
+    mod = tl.compile(src, target=target)
+    y = np.zeros(4, np.float32)
+    mod.k(2, y)
+    np.testing.assert_array_equal(y, [4, 4, 4, 4])
+    with pytest.raises(tl.TLError, match="step"):
+        mod.k(0, y)

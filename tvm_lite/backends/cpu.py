@@ -23,11 +23,12 @@ from ..ir.printer import format_kernel
 from ..runtime.args import bind_arguments, eval_expr
 from ..runtime.cache import CompileCache, cache_key
 from .cpu_codegen import KernelCodegen
-from .cpu_math import STATUS_DIV_ZERO, STATUS_SHARED_RANGE
+from .cpu_math import STATUS_DIV_ZERO, STATUS_SHARED_RANGE, STATUS_ZERO_STEP
 from .llvm import CodeLibrary, host
 
 _STATUS_MESSAGES = {STATUS_DIV_ZERO: "integer division by zero",
-                    STATUS_SHARED_RANGE: "shared memory access out of range"}
+                    STATUS_SHARED_RANGE: "shared memory access out of range",
+                    STATUS_ZERO_STEP: "range step is 0"}
 _pool: ThreadPoolExecutor | None = None
 
 

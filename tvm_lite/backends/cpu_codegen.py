@@ -24,7 +24,7 @@ from ..errors import TLTargetError
 from ..ir import vm
 from .cpu_compute import ComputeEmitters
 from .cpu_memory import load_element, store_element
-from .cpu_math import STATUS_SHARED_RANGE, Math, is_true
+from .cpu_math import STATUS_SHARED_RANGE, STATUS_ZERO_STEP, Math, is_true
 from .llvm import host
 from .cpu_types import F32, F64, I8, I32, I64, Convert, compute_type, row_major_strides, storage_type
 
@@ -230,8 +230,10 @@ class KernelCodegen(ComputeEmitters):
         i = b.load(var)
         up = b.icmp_signed(">", step, ir.Constant(I64, 0))
         going = b.select(up, b.icmp_signed("<", i, stop), b.icmp_signed(">", i, stop))
-        # A zero step runs no iterations (the interpreter refuses it).
-        going = b.and_(going, b.icmp_signed("!=", step, ir.Constant(I64, 0)))
+        # A zero step is an error, as in the interpreter; the loop does not run.
+        zero_step = b.icmp_signed("==", step, ir.Constant(I64, 0))
+        self.flag_error(zero_step, STATUS_ZERO_STEP)
+        going = b.and_(going, b.not_(zero_step))
         b.cbranch(going, loop, done)
         b.position_at_end(loop)
         self.loops.append((latch, done))

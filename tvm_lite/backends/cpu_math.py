@@ -11,7 +11,7 @@ import llvmlite.ir as ir
 
 from .cpu_types import F64, I1, I64
 
-STATUS_OK, STATUS_DIV_ZERO, STATUS_SHARED_RANGE = 0, 1, 2
+STATUS_OK, STATUS_DIV_ZERO, STATUS_SHARED_RANGE, STATUS_ZERO_STEP = 0, 1, 2, 3
 _FAST = ("reassoc", "contract")
 _CMP = {"LT": "<", "LE": "<=", "GT": ">", "GE": ">=", "EQ": "==", "NE": "!="}
 
