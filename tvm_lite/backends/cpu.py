@@ -1,18 +1,20 @@
-"""target="cpu": compile a VM kernel to machine code and launch it on a thread pool.
+"""target="cpu": compile a VM kernel to machine code; a callable kernel object.
 
-The grid's blocks are split into contiguous ranges, one per worker; ctypes
-releases the GIL during each call, so the ranges run on all cores at once.
-Arguments are checked by runtime.args before any pointer reaches machine code.
+    CPUKernel(vm_kernel)            # compiles (or loads from the compile cache)
+    kernel(*args)                   # runs it (runtime.cpu_launch)
+    kernel.source("llvm" | "asm" | "llvm-unoptimized")
+
+Stages: VM kernel --cpu_codegen--> LLVM IR text --llvm.CodeLibrary (O3, host
+CPU)--> object code --MCJIT--> a function address. The object code is what
+the compile cache stores, keyed by the printed kernel, the host CPU and the
+compiler's own sources, so a warm compile skips LLVM entirely.
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 import hashlib
-import os
 import struct
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import llvmlite.ir as ir
@@ -20,27 +22,13 @@ import llvmlite.ir as ir
 from ..errors import TLError
 from ..ir import vm
 from ..ir.printer import format_kernel
-from ..runtime.args import bind_arguments, eval_expr
 from ..runtime.cache import CompileCache, cache_key
+from ..runtime.cpu_launch import KERNEL_SIGNATURE, launch
 from .cpu_codegen import KernelCodegen
-from .cpu_math import STATUS_DIV_ZERO, STATUS_SHARED_RANGE, STATUS_ZERO_STEP
+from .cpu_math import STATUS_MESSAGES
 from .llvm import CodeLibrary, host
 
-_STATUS_MESSAGES = {STATUS_DIV_ZERO: "integer division by zero",
-                    STATUS_SHARED_RANGE: "shared memory access out of range",
-                    STATUS_ZERO_STEP: "range step is 0"}
-_pool: ThreadPoolExecutor | None = None
-
-
-def _workers() -> int:
-    return os.cpu_count() or 1
-
-
-def _get_pool() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="tl-cpu")
-    return _pool
+STAGES = ("llvm", "asm", "llvm-unoptimized")
 
 
 def lower_to_llvm(kernel: vm.Kernel, symbol: str) -> str:
@@ -64,10 +52,30 @@ def compiler_digest() -> str:
     return h.hexdigest()
 
 
+def kernel_cache_key(kernel: vm.Kernel) -> str:
+    return cache_key(program=format_kernel(kernel), constants=kernel.constants, target="cpu",
+                     host=host().key, compiler=compiler_digest())
+
+
+def plausible_object(obj: bytes, symbol: str) -> bool:
+    """A relocatable 64-bit little-endian ELF file for this machine that names
+    `symbol`: checked before LLVM sees it, because a malformed object file
+    crashes the JIT instead of raising."""
+    machines = {"x86_64": 62, "aarch64": 183}
+    arch = host().triple.split("-")[0]
+    if "linux" not in host().triple:      # Mach-O / COFF: only the symbol check
+        return symbol.encode() in obj
+    if len(obj) < 64 or obj[:4] != b"\x7fELF" or obj[4] != 2 or obj[5] != 1:
+        return False
+    e_type, e_machine = struct.unpack_from("<HH", obj, 16)
+    if e_type != 1 or (arch in machines and e_machine != machines[arch]):
+        return False
+    return symbol.encode() + b"\0" in obj
+
+
 _cache = CompileCache()
 _loaded: dict[str, object] = {}     # cache key -> ctypes function, per process
 _loaded_lock = threading.Lock()
-_SIGNATURE = (ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
 
 
 class CPUKernel:
@@ -75,8 +83,7 @@ class CPUKernel:
 
     def __init__(self, kernel: vm.Kernel):
         self.kernel = kernel
-        key = cache_key(program=format_kernel(kernel), target="cpu", host=host().key,
-                        compiler=compiler_digest())
+        key = kernel_cache_key(kernel)
         # One process-wide JIT engine holds every kernel: the symbol carries
         # the key, so two specializations of one kernel never collide.
         self.symbol = f"tl_{kernel.name}_{key[:16]}"
@@ -85,9 +92,14 @@ class CPUKernel:
             fn = _loaded.get(key)
             if fn is None:
                 obj = _cache.get_or_build(key, lambda: self._new_library().compile())
+                if not plausible_object(obj, self.symbol):
+                    # A checksummed entry that is still not our object code (a
+                    # bug, or another writer): loading it could crash LLVM.
+                    obj = self._new_library().compile()
+                    _cache.put(key, obj)
                 library = CodeLibrary(kernel.name)
                 library.load(obj)
-                fn = library.function(self.symbol, *_SIGNATURE)
+                fn = library.function(self.symbol, *KERNEL_SIGNATURE)
                 _loaded[key] = fn
         self._fn = fn
 
@@ -96,45 +108,21 @@ class CPUKernel:
         self._library.add_ir(lower_to_llvm(self.kernel, self.symbol))
         return self._library
 
-    def source(self, stage: str) -> str:
-        if stage not in ("llvm", "asm", "llvm-unoptimized"):
-            raise TLError(f"target 'cpu' has stages 'llvm' and 'asm', not '{stage}'")
-        if stage == "llvm-unoptimized":
-            return lower_to_llvm(self.kernel, self.symbol)
-        if self._library is None or not self._library.asm:
-            self._new_library().compile()   # loaded from the cache: recompile for text only
-        return self._library.optimized_ir if stage == "llvm" else self._library.asm
-
     @property
     def name(self) -> str:
         return self.kernel.name
 
+    def source(self, stage: str) -> str:
+        if stage not in STAGES:
+            raise TLError(f"target 'cpu' has stages {', '.join(repr(s) for s in STAGES)}, not {stage!r}")
+        if stage == "llvm-unoptimized":
+            return lower_to_llvm(self.kernel, self.symbol)
+        if self._library is None or not self._library.compiled:
+            self._new_library().compile()   # loaded from the cache: recompile for the text only
+        return self._library.optimized_ir if stage == "llvm" else self._library.asm
+
     def __call__(self, *args, **kwargs) -> None:
-        bound = bind_arguments(self.kernel, args, kwargs)
-        slots = (ctypes.c_int64 * max(1, len(self.kernel.params)))()
-        for i, p in enumerate(self.kernel.params):
-            if isinstance(p, vm.Var):
-                value = bound.scalars[p]
-                slots[i] = struct.unpack("<q", struct.pack("<d", value))[0] if p.dtype.is_float else value
-            elif isinstance(p, vm.GlobalTensor):
-                slots[i] = bound.tensors[p].ctypes.data
-            else:
-                slots[i] = bound.pointers[p]
-        grid = [int(eval_expr(g, bound.scalars)) for g in self.kernel.grid]
-        blocks = 1
-        for g in grid:
-            blocks *= max(g, 0)
-        if blocks == 0:
-            return
-        address = ctypes.addressof(slots)
-        chunks = min(_workers(), blocks)
-        bounds = [(blocks * i // chunks, blocks * (i + 1) // chunks) for i in range(chunks)]
-        if chunks == 1:
-            statuses = [self._fn(address, 0, blocks)]
-        else:
-            futures = [_get_pool().submit(self._fn, address, lo, hi) for lo, hi in bounds]
-            statuses = [f.result() for f in futures]
-        for status in statuses:
-            if status:
-                raise TLError(f"{self.kernel.name}: {_STATUS_MESSAGES.get(status, f'status {status}')} "
-                              f"while running on cpu")
+        launch(self.kernel, self._fn, args, kwargs, STATUS_MESSAGES)
+
+
+__all__ = ["CPUKernel", "lower_to_llvm", "kernel_cache_key", "compiler_digest"]

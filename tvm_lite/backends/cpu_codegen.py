@@ -4,17 +4,28 @@ Assumes: a verified VM kernel.
 Guarantees: a function `i32 @<symbol>(ptr args, i64 begin, i64 end)` that runs
 blocks [begin, end) of the grid (block.x fastest) with the interpreter's
 semantics, and returns 0, or a status code (cpu_math.STATUS_*) for integer
-division by zero or an out-of-range shared access. `args` holds one 8-byte
-slot per parameter: integers, float64 bits or addresses.
+division by zero, an out-of-range shared access or a zero range step. `args`
+holds one 8-byte slot per parameter: integers, float64 bits or addresses.
 
-Every instruction becomes a loop nest over its elements; nothing is unrolled
-here, so compile time does not grow with tile size. Loops run over contiguous
-arrays with constant trip counts, which LLVM's vectorizer turns into SIMD;
-only sums and dot products carry reassociation flags. An instruction with no
-CPU lowering raises "no lowering for X on cpu".
+This module holds the kernel skeleton (parameters, the block loop, scalar
+expressions, control flow) and the helpers every lowering uses: loop nests,
+tile storage, reading and writing elements. Instructions are lowered by the
+functions registered for (type, "cpu") in cpu_memory, cpu_compute,
+cpu_shapes and cpu_dot; a statement with no registered lowering raises
+"no lowering for X on cpu".
+
+Every instruction becomes a loop nest over its elements, innermost over the
+last (contiguous) dimension with a constant trip count; nothing is unrolled
+here, so compile time does not grow with tile size, and LLVM's loop
+vectorizer turns the inner loops into SIMD. A run of consecutive casts and
+element-wise instructions with one output shape becomes a single loop nest
+(cpu_compute.lower_fused): intermediate tiles used only inside the run are
+never stored, and a dot right after the run gets its operands decoded there.
 """
 from __future__ import annotations
 
+import collections
+import dataclasses
 import math
 from typing import Callable
 
@@ -22,23 +33,35 @@ import llvmlite.ir as ir
 
 from ..errors import TLTargetError
 from ..ir import vm
-from .cpu_compute import ComputeEmitters
-from .cpu_memory import load_element, store_element
-from .cpu_math import STATUS_SHARED_RANGE, STATUS_ZERO_STEP, Math, is_true
+from ..runtime.args import canonical_scalar
+from .cpu_math import STATUS_ZERO_STEP, Math, is_true
+from .cpu_registry import lowering_for, register_lowering
+from .cpu_types import F32, F64, I1, I8, I32, I64, Convert, compute_type, is_float_type, is_u64, \
+    row_major_strides, storage_type
 from .llvm import host
-from .cpu_types import F32, F64, I8, I32, I64, Convert, compute_type, row_major_strides, storage_type
 
 PTR = ir.PointerType(I8)
+TARGET = "cpu"
 
 
-class _Global:
-    """A global tensor argument: base address, shape and element count."""
+class GlobalArg:
+    """A global tensor argument: base address, evaluated shape and strides."""
 
-    def __init__(self, tensor: vm.GlobalTensor, base: ir.Value, shape: list[ir.Value], numel: ir.Value):
-        self.tensor, self.base, self.shape, self.numel = tensor, base, shape, numel
+    def __init__(self, cg: "KernelCodegen", tensor: vm.GlobalTensor, base: ir.Value):
+        b = cg.b
+        self.tensor = tensor
+        self.base = base
+        self.shape = [cg.scalar(s) for s in tensor.shape] or [ir.Constant(I64, 1)]
+        strides = [ir.Constant(I64, 1)]
+        for dim in reversed(self.shape[1:]):
+            strides.insert(0, b.mul(strides[0], dim))
+        self.strides = strides
+        self.numel = b.mul(strides[0], self.shape[0])
+        bits = b.mul(self.numel, ir.Constant(I64, tensor.dtype.nbits))
+        self.nbytes = b.lshr(b.add(bits, ir.Constant(I64, 7)), ir.Constant(I64, 3))
 
 
-class KernelCodegen(ComputeEmitters):
+class KernelCodegen:
     def __init__(self, kernel: vm.Kernel, module: ir.Module, symbol: str):
         self.kernel = kernel
         self.module = module
@@ -51,35 +74,63 @@ class KernelCodegen(ComputeEmitters):
         self.math = Math(self.b, self.intrinsic, self.flag_error)
         self.scalars: dict = {}      # Var -> alloca of i64 / double
         self.tiles: dict = {}        # id(tensor) -> alloca array
-        self.globals: dict = {}      # GlobalTensor -> _Global
-        self.loops: list[tuple[ir.Block, ir.Block]] = []
+        self.globals: dict = {}      # GlobalTensor -> GlobalArg
+        self.loops: list[tuple[ir.Block, ir.Block]] = []        # (continue, break) targets
+        self.for_stack: list[tuple[vm.Var, ir.Value]] = []     # enclosing for loops: (var, step)
+        self.uses = _count_uses(kernel.body)                   # id(tile) -> statements using it
+        self.decoded: dict = {}      # (id(tile), type) -> a dot operand array filled by a fused loop
 
     # ------------------------------------------------------------ utilities
     def intrinsic(self, name: str, *types: ir.Type) -> ir.Function:
-        suffix = "".join("." + _type_suffix(t) for t in types)
-        full = name + suffix
+        """`llvm.<name>` overloaded on `types`; the first is the result type."""
+        full = name + "".join("." + _type_suffix(t) for t in types)
         if full in self.module.globals:
             return self.module.globals[full]
         ret = types[0]
-        nargs = {"llvm.copysign": 2, "llvm.minimum": 2, "llvm.maximum": 2}.get(name, 1)
-        argtypes = [types[-1]] * nargs
+        argtypes = {"llvm.copysign": [ret, ret], "llvm.minimum": [ret, ret], "llvm.maximum": [ret, ret],
+                    "llvm.ctlz": [ret, I1]}.get(name, [types[-1]])
         return ir.Function(self.module, ir.FunctionType(ret, argtypes), name=full)
+
+    def _declare(self, name: str, args: list) -> ir.Function:
+        if name in self.module.globals:
+            return self.module.globals[name]
+        return ir.Function(self.module, ir.FunctionType(ir.VoidType(), args), name=name)
+
+    def prefetch_intrinsic(self) -> ir.Function:
+        i32 = ir.IntType(32)
+        return self._declare("llvm.prefetch.p0", [PTR, i32, i32, i32])
+
+    def memset_zero(self, ptr: ir.Value, nbytes) -> None:
+        fn = self._declare("llvm.memset.p0.i64", [PTR, I8, I64, I1])
+        self.b.call(fn, [self.b.bitcast(ptr, PTR), ir.Constant(I8, 0), self.i64(nbytes), ir.Constant(I1, 0)])
+
+    def memcpy(self, dst: ir.Value, src: ir.Value, nbytes) -> None:
+        fn = self._declare("llvm.memcpy.p0.p0.i64", [PTR, PTR, I64, I1])
+        self.b.call(fn, [self.b.bitcast(dst, PTR), self.b.bitcast(src, PTR), self.i64(nbytes),
+                         ir.Constant(I1, 0)])
+
+    @staticmethod
+    def i64(v) -> ir.Value:
+        return v if isinstance(v, ir.Value) else ir.Constant(I64, v)
 
     def alloca(self, ty: ir.Type, count: int = 1, name: str = "") -> ir.Value:
         """Allocas go to the entry block so LLVM promotes and vectorizes them."""
         with self.b.goto_block(self.entry):
             if self.entry.instructions:
                 self.b.position_before(self.entry.instructions[0])
-            return self.b.alloca(ty, size=count if count > 1 else None, name=name)
+            slot = self.b.alloca(ty, size=count if count > 1 else None, name=name)
+            if count > 1:
+                slot.align = 64
+            return slot
 
     def flag_error(self, cond: ir.Value, code: int) -> None:
         old = self.b.load(self.status)
-        new = self.b.select(cond, ir.Constant(I32, code), old)
-        self.b.store(new, self.status)
+        self.b.store(self.b.select(cond, ir.Constant(I32, code), old), self.status)
 
-    def counted_loop(self, n, body: Callable[[ir.Value], None], name: str = "i") -> None:
-        n = n if isinstance(n, ir.Value) else ir.Constant(I64, n)
+    def loop(self, start, stop, body: Callable[[ir.Value], None], name: str = "i") -> None:
+        """for i in [start, stop): body(i), with i an i64."""
         b = self.b
+        start, stop = self.i64(start), self.i64(stop)
         pre = b.block
         head = self.fn.append_basic_block(f"{name}.head")
         loop = self.fn.append_basic_block(f"{name}.body")
@@ -87,42 +138,61 @@ class KernelCodegen(ComputeEmitters):
         b.branch(head)
         b.position_at_end(head)
         i = b.phi(I64, name=name)
-        i.add_incoming(ir.Constant(I64, 0), pre)
-        b.cbranch(b.icmp_signed("<", i, n), loop, done)
+        i.add_incoming(start, pre)
+        b.cbranch(b.icmp_signed("<", i, stop), loop, done)
         b.position_at_end(loop)
         body(i)
-        nxt = b.add(i, ir.Constant(I64, 1))
-        i.add_incoming(nxt, b.block)
+        i.add_incoming(b.add(i, ir.Constant(I64, 1)), b.block)
         b.branch(head)
         b.position_at_end(done)
 
-    def elements(self, shape, body: Callable[[ir.Value, list[ir.Value]], None]) -> None:
-        """Loop over a tile's flat index, with its multi-index."""
-        strides = row_major_strides(shape)
+    def strided_loop(self, start: int, stop: int, step: int, body: Callable[[ir.Value], None],
+                     name: str = "s") -> None:
+        """for i in range(start, stop, step) with compile-time bounds."""
+        count = (stop - start) // step
+        self.loop(0, count, lambda t: body(self.b.add(self.b.mul(t, self.i64(step)), self.i64(start))), name)
 
-        def step(flat):
-            index = [self.b.urem(self.b.udiv(flat, ir.Constant(I64, st)), ir.Constant(I64, n))
-                     for st, n in zip(strides, shape)]
-            body(flat, index)
-        self.counted_loop(math.prod(shape), step, "e")
+    def nest(self, dims, body: Callable[[ir.Value, list], None]) -> None:
+        """Loops over every index of `dims` (row-major, last innermost);
+        body(flat, index) with the row-major flat index."""
+        dims = list(dims)
 
-    def element_ptr(self, tensor, flat: ir.Value) -> ir.Value:
-        return self.b.gep(self.tiles[id(tensor)], [flat])
+        def level(d, flat, index):
+            if d == len(dims):
+                body(flat, index)
+                return
+            self.loop(0, dims[d], lambda i: level(d + 1, self.b.add(self.b.mul(flat, self.i64(dims[d])), i),
+                                                  index + [i]), "e")
+        level(0, ir.Constant(I64, 0), [])
 
+    def elements(self, shape, body: Callable[[ir.Value, list], None]) -> None:
+        self.nest(shape or (1,), body)
+
+    def rows(self, shape, body: Callable[[ir.Value, list, int], None]) -> None:
+        """Loops over all but the last dim: body(row_flat, outer_index, row_length)."""
+        shape = tuple(shape) or (1,)
+        n = shape[-1]
+        self.nest(shape[:-1], lambda flat, index: body(self.b.mul(flat, self.i64(n)), index, n))
+
+    # ---------------------------------------------------------------- tiles
     def tile(self, t) -> ir.Value:
+        """The storage array of a register or shared tensor."""
         if id(t) not in self.tiles:
-            st = storage_type(t.dtype)
-            self.tiles[id(t)] = self.alloca(st, max(1, math.prod(t.shape)), name=t.name)
+            self.tiles[id(t)] = self.alloca(storage_type(t.dtype), max(2, math.prod(t.shape)), name=t.name)
         return self.tiles[id(t)]
 
-    def read(self, t, flat: ir.Value) -> ir.Value:
-        """Element `flat` of a tile, as a compute value."""
-        return self.conv.widen(self.b.load(self.element_ptr(t, flat)), t.dtype)
+    def element_ptr(self, t, flat: ir.Value) -> ir.Value:
+        return self.b.gep(self.tile(t), [flat])
+
+    def read(self, t, flat: ir.Value, ty: ir.Type | None = None) -> ir.Value:
+        """Element `flat` of a tile as a compute value (of type ty, exact)."""
+        raw = self.b.load(self.element_ptr(t, flat))
+        return self.conv.to_compute(raw, t.dtype, ty or compute_type(t.dtype))
 
     def write(self, t, flat: ir.Value, value: ir.Value) -> None:
-        self.b.store(self.conv.narrow(value, t.dtype), self.element_ptr(t, flat))
+        self.b.store(self.conv.to_storage(value, t.dtype), self.element_ptr(t, flat))
 
-    def broadcast_flat(self, operand_shape, out_shape, index: list[ir.Value]) -> ir.Value:
+    def broadcast_flat(self, operand_shape, out_shape, index: list) -> ir.Value:
         """Flat index into a broadcast operand for the output multi-index."""
         offset = len(out_shape) - len(operand_shape)
         flat = ir.Constant(I64, 0)
@@ -138,6 +208,7 @@ class KernelCodegen(ComputeEmitters):
         slots = b.bitcast(args, ir.PointerType(I64))
         self.status = self.alloca(I32, name="status")
         b.store(ir.Constant(I32, 0), self.status)
+        raws = {}
         for i, p in enumerate(self.kernel.params):
             raw = b.load(b.gep(slots, [ir.Constant(I64, i)]))
             if isinstance(p, vm.Var):
@@ -145,16 +216,15 @@ class KernelCodegen(ComputeEmitters):
                 b.store(b.bitcast(raw, F64) if p.dtype.is_float else raw, slot)
                 self.scalars[p] = slot
             elif isinstance(p, vm.GlobalTensor):
-                self.globals[p] = raw   # shapes below, once all scalars are known
+                raws[p] = raw     # shapes below, once all scalars are known
             else:
-                self.scalars[p] = raw
-        for g, raw in list(self.globals.items()):
-            shape = [self.scalar(s) for s in g.shape]
-            numel = ir.Constant(I64, 1)
-            for s in shape:
-                numel = b.mul(numel, s)
-            self.globals[g] = _Global(g, b.inttoptr(raw, PTR), shape, numel)
-        grid = [self.scalar(g) for g in self.kernel.grid] + [ir.Constant(I64, 1)] * (3 - len(self.kernel.grid))
+                slot = self.alloca(I64, name=p.name)
+                b.store(raw, slot)
+                self.scalars[p] = slot
+        for g, raw in raws.items():
+            self.globals[g] = GlobalArg(self, g, b.inttoptr(raw, PTR))
+        grid = [self.scalar(g) for g in self.kernel.grid]
+        grid += [ir.Constant(I64, 1)] * (3 - len(grid))
         self.block = [None, None, None]
 
         def run_block(linear):
@@ -167,238 +237,129 @@ class KernelCodegen(ComputeEmitters):
             if not b.block.is_terminated:
                 b.branch(self.block_done)
             b.position_at_end(self.block_done)
-        count = b.sub(end, begin)
-        self.counted_loop(count, lambda i: run_block(b.add(begin, i)), "blk")
+        self.loop(begin, end, run_block, "blk")
         b.ret(b.load(self.status))
         return self.fn
 
+    def body(self, stmts) -> None:
+        i = 0
+        while i < len(stmts):
+            if self.b.block.is_terminated:
+                return   # code after break/continue/return is unreachable
+            group = self._fusible_run(stmts, i)
+            after = stmts[i + len(group)] if i + len(group) < len(stmts) else None
+            # A dot right after the group takes its operands decoded by the group's loop.
+            dot_operands = {(t, after) for t in (after.a, after.b) if any(s.out is t for s in group)} \
+                if isinstance(after, vm.Dot) and group else set()
+            if len(group) > 1 or dot_operands:
+                extra = {id(t): sum(1 for u in (after.a, after.b) if u is t) for t, _ in dot_operands}
+                keep = {id(s.out) for s in group
+                        if self.uses[id(s.out)] > _uses_within(group, s.out) + extra.get(id(s.out), 0)}
+                cpu_compute.lower_fused(self, group, keep, dot_operands)
+                i += len(group)
+                continue
+            lowering_for(type(stmts[i]), TARGET)(self, stmts[i])
+            i += 1
+
+    @staticmethod
+    def _fusible_run(stmts, i: int) -> list:
+        """The casts and element-wise instructions from i on that share i's output shape."""
+        group = []
+        while i < len(stmts) and cpu_compute.fusible(stmts[i]) and \
+                (not group or stmts[i].out.shape == group[0].out.shape):
+            group.append(stmts[i])
+            i += 1
+        return group
+
     # ------------------------------------------------------------- scalars
     def scalar(self, e: vm.Expr) -> ir.Value:
+        """A block-uniform expression: i64 for integers, double for floats,
+        in its dtype's canonical form (runtime.args.eval_expr's rules)."""
         b = self.b
         if isinstance(e, vm.Const):
-            return ir.Constant(F64, float(e.value)) if e.dtype.is_float else ir.Constant(I64, int(e.value))
+            value = canonical_scalar(int(e.value) if isinstance(e.value, bool) else e.value, e.dtype)
+            if e.dtype.is_float:
+                return ir.Constant(F64, float(value))
+            return ir.Constant(I64, _signed64(int(value)))
         if isinstance(e, vm.Var):
             return b.load(self.scalars[e])
         if isinstance(e, vm.BlockIdx):
             return self.block[e.axis]
         if isinstance(e, vm.Binary):
-            value = self.math.binary(e.op.name, self.scalar(e.lhs), self.scalar(e.rhs))
-        elif isinstance(e, vm.Unary):
-            value = self.math.unary(e.op.name, self.scalar(e.operand))
-        elif isinstance(e, vm.Select):
-            return b.select(is_true(b, self.scalar(e.cond)), self.scalar(e.true_value),
-                            self.scalar(e.false_value))
-        elif isinstance(e, vm.ScalarCast):
-            value = self.scalar(e.value)
-            if e.type.is_float:
-                return value if value.type == F64 else b.sitofp(value, F64)
-            if value.type == F64:
-                value = b.call(self.intrinsic("llvm.fptosi.sat", I64, F64), [value])
-        else:
-            raise TLTargetError(f"no lowering for scalar {type(e).__name__} on cpu")
-        if e.dtype.is_integer and value.type == I64:
-            return self.conv.wrap(value, e.dtype)
-        return value
-
-    # ----------------------------------------------------------- statements
-    def body(self, stmts) -> None:
-        for s in stmts:
-            if self.b.block.is_terminated:
-                return   # code after break/continue/return is unreachable
-            method = getattr(self, "emit_" + type(s).__name__, None)
-            if method is None:
-                raise TLTargetError(f"no lowering for {type(s).__name__} on cpu")
-            method(s)
-
-    def emit_SetScalar(self, s: vm.SetScalar) -> None:
-        if s.var not in self.scalars:
-            self.scalars[s.var] = self.alloca(compute_type(s.var.dtype), name=s.var.name)
-        self.b.store(self.scalar(s.value), self.scalars[s.var])
-
-    def emit_For(self, s: vm.For) -> None:
-        b = self.b
-        var = self.alloca(I64, name=s.var.name)
-        self.scalars[s.var] = var
-        start, stop, step = self.scalar(s.start), self.scalar(s.stop), self.scalar(s.step)
-        b.store(start, var)
-        head = self.fn.append_basic_block("for.head")
-        loop = self.fn.append_basic_block("for.body")
-        latch = self.fn.append_basic_block("for.latch")
-        done = self.fn.append_basic_block("for.done")
-        b.branch(head)
-        b.position_at_end(head)
-        i = b.load(var)
-        up = b.icmp_signed(">", step, ir.Constant(I64, 0))
-        going = b.select(up, b.icmp_signed("<", i, stop), b.icmp_signed(">", i, stop))
-        # A zero step is an error, as in the interpreter; the loop does not run.
-        zero_step = b.icmp_signed("==", step, ir.Constant(I64, 0))
-        self.flag_error(zero_step, STATUS_ZERO_STEP)
-        going = b.and_(going, b.not_(zero_step))
-        b.cbranch(going, loop, done)
-        b.position_at_end(loop)
-        self.loops.append((latch, done))
-        self.body(s.body)
-        self.loops.pop()
-        if not b.block.is_terminated:
-            b.branch(latch)
-        b.position_at_end(latch)
-        b.store(b.add(b.load(var), step), var)
-        b.branch(head)
-        b.position_at_end(done)
-
-    def emit_While(self, s: vm.While) -> None:
-        b = self.b
-        head = self.fn.append_basic_block("while.head")
-        loop = self.fn.append_basic_block("while.body")
-        done = self.fn.append_basic_block("while.done")
-        b.branch(head)
-        b.position_at_end(head)
-        b.cbranch(is_true(b, self.scalar(s.cond)), loop, done)
-        b.position_at_end(loop)
-        self.loops.append((head, done))
-        self.body(s.body)
-        self.loops.pop()
-        if not b.block.is_terminated:
-            b.branch(head)
-        b.position_at_end(done)
-
-    def emit_If(self, s: vm.If) -> None:
-        b = self.b
-        then_block = self.fn.append_basic_block("if.then")
-        else_block = self.fn.append_basic_block("if.else")
-        done = self.fn.append_basic_block("if.done")
-        b.cbranch(is_true(b, self.scalar(s.cond)), then_block, else_block)
-        for block, stmts in ((then_block, s.then_body), (else_block, s.else_body)):
-            b.position_at_end(block)
-            self.body(stmts)
-            if not b.block.is_terminated:
-                b.branch(done)
-        b.position_at_end(done)
-
-    def emit_Break(self, s) -> None:
-        self.b.branch(self.loops[-1][1])
-
-    def emit_Continue(self, s) -> None:
-        self.b.branch(self.loops[-1][0])
-
-    def emit_Return(self, s) -> None:
-        self.b.branch(self.block_done)
-
-    # --------------------------------------------------- memory and tiles
-    def global_index(self, g: _Global, offsets, index):
-        """(in-range i1, flat element index) of tile element `index` at `offsets`."""
-        b = self.b
-        ok = ir.Constant(ir.IntType(1), 1)
-        flat = ir.Constant(I64, 0)
-        for off, i, dim in zip(offsets, index, g.shape):
-            c = b.add(off, i)
-            ok = b.and_(ok, b.and_(b.icmp_signed(">=", c, ir.Constant(I64, 0)), b.icmp_signed("<", c, dim)))
-            flat = b.add(b.mul(flat, dim), c)
-        return ok, flat
-
-    def load_global(self, g: _Global, flat: ir.Value) -> ir.Value:
-        """One element of a global tensor as a compute value (flat in range)."""
-        return load_element(self, g, flat)
-
-    def store_global(self, g: _Global, flat: ir.Value, value: ir.Value, add: bool = False) -> None:
-        store_element(self, g, flat, value, add)
-
-    def masked(self, cond: ir.Value, then: Callable[[], ir.Value | None], zero: ir.Value | None = None):
-        """Run `then` only where cond holds; returns its value, or `zero` elsewhere."""
-        b = self.b
-        pre = b.block
-        yes = self.fn.append_basic_block("in")
-        done = self.fn.append_basic_block("in.done")
-        b.cbranch(cond, yes, done)
-        b.position_at_end(yes)
-        value = then()
-        yes_end = b.block
-        b.branch(done)
-        b.position_at_end(done)
-        if zero is None:
-            return None
-        phi = b.phi(value.type)
-        phi.add_incoming(value, yes_end)
-        phi.add_incoming(zero, pre)
-        return phi
-
-    def emit_Load(self, s: vm.Load) -> None:
-        g = self.globals[s.src]
-        offsets = [self.scalar(o) for o in s.offsets]
-        self.tile(s.out)
-        zero = ir.Constant(compute_type(s.out.dtype), 0)
-
-        def each(flat, index):
-            ok, gflat = self.global_index(g, offsets, index)
-            self.write(s.out, flat, self.masked(ok, lambda: self.load_global(g, gflat), zero))
-        self.elements(s.out.shape, each)
-
-    def _store(self, s, add: bool) -> None:
-        g = self.globals[s.dst]
-        offsets = [self.scalar(o) for o in s.offsets]
-
-        def each(flat, index):
-            ok, gflat = self.global_index(g, offsets, index)
-            self.masked(ok, lambda: self.store_global(g, gflat, self.read(s.value, flat), add))
-        self.elements(s.value.shape, each)
-
-    def emit_Store(self, s: vm.Store) -> None:
-        self._store(s, add=False)
-
-    def emit_AtomicAdd(self, s: vm.AtomicAdd) -> None:
-        self._store(s, add=True)
-
-    def emit_AllocShared(self, s: vm.AllocShared) -> None:
-        # Zero-filled, as in the interpreter, so that a kernel reading shared
-        # memory it never wrote is at least deterministic (the GPU is not).
-        buf = self.tile(s.out)
-        nbytes = max(1, math.prod(s.out.shape)) * _storage_bytes(s.out.dtype)
-        self.b.call(self.intrinsic_memset(), [self.b.bitcast(buf, PTR), ir.Constant(I8, 0),
-                                              ir.Constant(I64, nbytes), ir.Constant(ir.IntType(1), 0)])
-
-    def _shared_copy(self, shared, tile, offsets, to_shared: bool) -> None:
-        b = self.b
-        offs = [self.scalar(o) for o in offsets]
-        ok = ir.Constant(ir.IntType(1), 1)
-        for o, n, full in zip(offs, tile.shape, shared.shape):
-            ok = b.and_(ok, b.and_(b.icmp_signed(">=", o, ir.Constant(I64, 0)),
-                                   b.icmp_signed("<=", b.add(o, ir.Constant(I64, n)), ir.Constant(I64, full))))
-        self.flag_error(b.not_(ok), STATUS_SHARED_RANGE)
-        strides = row_major_strides(shared.shape)
-
-        def each(flat, index):
-            sflat = ir.Constant(I64, 0)
-            for o, i, st in zip(offs, index, strides):
-                sflat = b.add(sflat, b.mul(b.add(o, i), ir.Constant(I64, st)))
-            if to_shared:
-                self.copy_element(tile, flat, shared, sflat)
+            a, c = self.scalar(e.lhs), self.scalar(e.rhs)
+            if is_float_type(a.type) or is_float_type(c.type):
+                a, c = self.to_double(a, e.lhs.dtype), self.to_double(c, e.rhs.dtype)
+            unsigned = is_u64(e.lhs.dtype) or is_u64(e.rhs.dtype)
+            return self.canonical(self.math.binary(e.op.name, a, c, unsigned), None, e.dtype)
+        if isinstance(e, vm.Unary):
+            a = self.scalar(e.operand)
+            if e.op in (vm.UnaryOp.NEG, vm.UnaryOp.ABS, vm.UnaryOp.INVERT, vm.UnaryOp.NOT) or a.type == F64:
+                value = self.math.unary(e.op.name, a)
             else:
-                self.copy_element(shared, sflat, tile, flat)
-        self.masked(ok, lambda: self.elements(tile.shape, each))
+                value = self.math.unary(e.op.name, self.to_double(a, e.operand.dtype))
+            return self.canonical(value, None, e.dtype)
+        if isinstance(e, vm.Select):
+            t = self.canonical(self.scalar(e.true_value), e.true_value.dtype, e.dtype)
+            f = self.canonical(self.scalar(e.false_value), e.false_value.dtype, e.dtype)
+            return b.select(is_true(b, self.scalar(e.cond)), t, f)
+        if isinstance(e, vm.ScalarCast):
+            return self.canonical(self.scalar(e.value), e.value.dtype, e.type)
+        raise TLTargetError(f"no lowering for scalar {type(e).__name__} on cpu")
 
-    def emit_LoadShared(self, s: vm.LoadShared) -> None:
-        self.tile(s.out)
-        self._shared_copy(s.src, s.out, s.offsets, to_shared=False)
+    def to_double(self, v: ir.Value, dt) -> ir.Value:
+        if v.type == F64:
+            return v
+        return self.b.uitofp(v, F64) if is_u64(dt) else self.b.sitofp(v, F64)
 
-    def emit_StoreShared(self, s: vm.StoreShared) -> None:
-        self._shared_copy(s.dst, s.value, s.offsets, to_shared=True)
+    def canonical(self, v: ir.Value, src, dt) -> ir.Value:
+        """A computed scalar in dt's canonical form (i64 or double). `src` is
+        the dtype v came from, for the single-rounding int -> float rule."""
+        if dt.is_float and v.type == I64:
+            if src is not None and src.is_integer:
+                v = self.conv.int_to_float(v, src, dt)
+            else:
+                v = self.b.sitofp(v, F64)
+        return self.conv.round_scalar(v, dt)
 
-    def emit_CopyAsync(self, s: vm.CopyAsync) -> None:
-        self.emit_Load(vm.Load(s.dst, s.src, s.offsets))   # a synchronous masked copy on the CPU
-
-    def emit_CommitAsync(self, s) -> None:
-        pass
-
-    def emit_WaitAsync(self, s) -> None:
-        pass
-
-    def emit_Barrier(self, s) -> None:
-        pass   # one thread per block: nothing to wait for
+    def scalar_var(self, var: vm.Var) -> ir.Value:
+        if var not in self.scalars:
+            self.scalars[var] = self.alloca(compute_type(var.dtype), name=var.name)
+        return self.scalars[var]
 
 
-def _storage_bytes(dt) -> int:
-    st = storage_type(dt)
-    return 4 if st == F32 else 8 if st == F64 else st.width // 8
+def _tiles_used(s) -> list:
+    """The register/shared tensors a statement reads (Assign also needs its target)."""
+    out = []
+    for f in dataclasses.fields(s):
+        if f.name == "out" and not isinstance(s, vm.Assign):
+            continue
+        value = getattr(s, f.name)
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, (vm.RegisterTensor, vm.SharedTensor)):
+                out.append(item)
+    return out
+
+
+def _count_uses(body) -> collections.Counter:
+    uses: collections.Counter = collections.Counter()
+    for s in body:
+        if isinstance(s, vm.For) or isinstance(s, vm.While):
+            uses.update(_count_uses(s.body))
+        elif isinstance(s, vm.If):
+            uses.update(_count_uses(s.then_body))
+            uses.update(_count_uses(s.else_body))
+        elif isinstance(s, vm.Instr):
+            uses.update(id(t) for t in _tiles_used(s))
+    return uses
+
+
+def _uses_within(group: list, t) -> int:
+    return sum(1 for s in group for u in _tiles_used(s) if u is t)
+
+
+def _signed64(v: int) -> int:
+    v &= (1 << 64) - 1
+    return v - (1 << 64) if v >> 63 else v
 
 
 def _type_suffix(t: ir.Type) -> str:
@@ -410,3 +371,115 @@ def _type_suffix(t: ir.Type) -> str:
         return f"i{t.width}"
     raise TLTargetError(f"no intrinsic suffix for {t}")
 
+
+# ------------------------------------------------------- control flow lowerings
+
+
+@register_lowering(vm.SetScalar, TARGET)
+def lower_set_scalar(cg: KernelCodegen, s: vm.SetScalar) -> None:
+    value = cg.canonical(cg.scalar(s.value), s.value.dtype, s.var.dtype)
+    cg.b.store(value, cg.scalar_var(s.var))
+
+
+@register_lowering(vm.For, TARGET)
+def lower_for(cg: KernelCodegen, s: vm.For) -> None:
+    b = cg.b
+    var = cg.alloca(I64, name=s.var.name)
+    cg.scalars[s.var] = var
+    start, stop, step = cg.scalar(s.start), cg.scalar(s.stop), cg.scalar(s.step)
+    b.store(start, var)
+    head = cg.fn.append_basic_block("for.head")
+    loop = cg.fn.append_basic_block("for.body")
+    latch = cg.fn.append_basic_block("for.latch")
+    done = cg.fn.append_basic_block("for.done")
+    # A zero step is an error, as in the interpreter; the loop does not run.
+    zero_step = b.icmp_signed("==", step, ir.Constant(I64, 0))
+    cg.flag_error(zero_step, STATUS_ZERO_STEP)
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.load(var)
+    up = b.icmp_signed(">", step, ir.Constant(I64, 0))
+    going = b.select(up, b.icmp_signed("<", i, stop), b.icmp_signed(">", i, stop))
+    going = b.and_(going, b.not_(zero_step))
+    b.cbranch(going, loop, done)
+    b.position_at_end(loop)
+    cg.loops.append((latch, done))
+    cg.for_stack.append((s.var, step))
+    cg.body(s.body)
+    cg.for_stack.pop()
+    cg.loops.pop()
+    if not b.block.is_terminated:
+        b.branch(latch)
+    b.position_at_end(latch)
+    b.store(b.add(b.load(var), step), var)
+    b.branch(head)
+    b.position_at_end(done)
+
+
+@register_lowering(vm.While, TARGET)
+def lower_while(cg: KernelCodegen, s: vm.While) -> None:
+    b = cg.b
+    head = cg.fn.append_basic_block("while.head")
+    loop = cg.fn.append_basic_block("while.body")
+    done = cg.fn.append_basic_block("while.done")
+    b.branch(head)
+    b.position_at_end(head)
+    b.cbranch(is_true(b, cg.scalar(s.cond)), loop, done)
+    b.position_at_end(loop)
+    cg.loops.append((head, done))
+    cg.body(s.body)
+    cg.loops.pop()
+    if not b.block.is_terminated:
+        b.branch(head)
+    b.position_at_end(done)
+
+
+@register_lowering(vm.If, TARGET)
+def lower_if(cg: KernelCodegen, s: vm.If) -> None:
+    b = cg.b
+    then_block = cg.fn.append_basic_block("if.then")
+    else_block = cg.fn.append_basic_block("if.else")
+    done = cg.fn.append_basic_block("if.done")
+    b.cbranch(is_true(b, cg.scalar(s.cond)), then_block, else_block)
+    for block, stmts in ((then_block, s.then_body), (else_block, s.else_body)):
+        b.position_at_end(block)
+        cg.body(stmts)
+        if not b.block.is_terminated:
+            b.branch(done)
+    b.position_at_end(done)
+
+
+@register_lowering(vm.Break, TARGET)
+def lower_break(cg: KernelCodegen, s: vm.Break) -> None:
+    cg.b.branch(cg.loops[-1][1])
+
+
+@register_lowering(vm.Continue, TARGET)
+def lower_continue(cg: KernelCodegen, s: vm.Continue) -> None:
+    cg.b.branch(cg.loops[-1][0])
+
+
+@register_lowering(vm.Return, TARGET)
+def lower_return(cg: KernelCodegen, s: vm.Return) -> None:
+    cg.b.branch(cg.block_done)
+
+
+@register_lowering(vm.Barrier, TARGET)
+def lower_barrier(cg: KernelCodegen, s: vm.Barrier) -> None:
+    """One thread per block: nothing to wait for."""
+
+
+@register_lowering(vm.CommitAsync, TARGET)
+def lower_commit_async(cg: KernelCodegen, s: vm.CommitAsync) -> None:
+    """copy_async is synchronous on the CPU: nothing is in flight."""
+
+
+@register_lowering(vm.WaitAsync, TARGET)
+def lower_wait_async(cg: KernelCodegen, s: vm.WaitAsync) -> None:
+    """copy_async is synchronous on the CPU: nothing to wait for."""
+
+
+# The instruction lowerings register themselves on import.
+from . import cpu_compute, cpu_dot, cpu_memory, cpu_shapes  # noqa: E402,F401
+
+__all__ = ["KernelCodegen", "GlobalArg", "TARGET"]

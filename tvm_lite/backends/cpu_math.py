@@ -1,19 +1,26 @@
-"""Scalar arithmetic on CPU compute values (i64 and double) with TL's rules.
+"""Scalar arithmetic on CPU compute values (i64, float, double) with TL's rules.
 
 Used for both block-uniform scalar expressions and tile elements, so the two
-agree with each other and with the interpreter: floor division and modulo,
-shifts that saturate instead of being undefined, NaN-propagating min/max,
-and a status flag instead of a crash on integer division by zero.
+agree with each other and with the interpreter (backends/interp_values.py):
+floor division and modulo (numpy's for floats), shifts that saturate instead
+of being undefined, NaN-propagating min/max, unsigned comparison, division
+and shifts for u64, and a status flag instead of a crash on integer division
+by zero. Only `accumulate` and `product` carry fast-math flags: sums and dot
+products are the only places where reassociation is allowed.
 """
 from __future__ import annotations
 
 import llvmlite.ir as ir
 
-from .cpu_types import F64, I1, I64
+from .cpu_types import F64, I1, I64, is_float_type
 
 STATUS_OK, STATUS_DIV_ZERO, STATUS_SHARED_RANGE, STATUS_ZERO_STEP = 0, 1, 2, 3
+STATUS_MESSAGES = {STATUS_DIV_ZERO: "integer division by zero",
+                   STATUS_SHARED_RANGE: "shared memory access out of range",
+                   STATUS_ZERO_STEP: "range step is 0"}
 _FAST = ("reassoc", "contract")
 _CMP = {"LT": "<", "LE": "<=", "GT": ">", "GE": ">=", "EQ": "==", "NE": "!="}
+COMPARISONS = frozenset(_CMP)
 
 
 class Math:
@@ -22,12 +29,15 @@ class Math:
         self.intrinsic = intrinsic
         self.flag_error = flag_error   # (i1 condition, status code) -> None
 
-    def _bool(self, v: ir.Value) -> ir.Value:
-        if v.type == F64:
-            return self.b.fcmp_unordered("!=", v, ir.Constant(F64, 0.0))
-        return self.b.icmp_signed("!=", v, ir.Constant(I64, 0))
+    def truth(self, v: ir.Value) -> ir.Value:
+        """x != 0 as i1 (NaN is true)."""
+        if v.type == I1:
+            return v
+        if is_float_type(v.type):
+            return self.b.fcmp_unordered("!=", v, ir.Constant(v.type, 0.0))
+        return self.b.icmp_signed("!=", v, ir.Constant(v.type, 0))
 
-    def _from_bool(self, c: ir.Value, is_float: bool = False) -> ir.Value:
+    def _from_bool(self, c: ir.Value) -> ir.Value:
         return self.b.zext(c, I64)
 
     def _safe_divisor(self, d: ir.Value) -> ir.Value:
@@ -35,48 +45,79 @@ class Math:
         self.flag_error(zero, STATUS_DIV_ZERO)
         return self.b.select(zero, ir.Constant(I64, 1), d)
 
-    def floor_div(self, a, c):
+    def _call(self, name: str, *args: ir.Value) -> ir.Value:
+        return self.b.call(self.intrinsic(name, args[0].type), list(args))
+
+    # ------------------------------------------------------------ division
+    def floor_div(self, a, c, unsigned: bool = False):
         b = self.b
-        if a.type == F64:
-            return b.call(self.intrinsic("llvm.floor", F64), [b.fdiv(a, c)])
+        if is_float_type(a.type):
+            return self._call("llvm.floor", b.fdiv(a, c))
         c = self._safe_divisor(c)
+        if unsigned:
+            return b.udiv(a, c)
         q, r = b.sdiv(a, c), b.srem(a, c)
         fix = b.and_(b.icmp_signed("!=", r, ir.Constant(I64, 0)),
                      b.icmp_signed("!=", b.icmp_signed("<", r, ir.Constant(I64, 0)),
                                    b.icmp_signed("<", c, ir.Constant(I64, 0))))
         return b.sub(q, b.zext(fix, I64))
 
-    def mod(self, a, c):
+    def mod(self, a, c, unsigned: bool = False):
         b = self.b
-        if a.type == F64:
-            return b.fsub(a, b.fmul(self.floor_div(a, c), c))
+        if is_float_type(a.type):
+            return self._float_mod(a, c)
+        if unsigned:
+            return b.urem(a, self._safe_divisor(c))
         return b.sub(a, b.mul(self.floor_div(a, c), self._safe_divisor(c)))
 
-    def cdiv(self, a, c):
-        return self.b.neg(self.floor_div(self.b.neg(a), c))
-
-    def shift(self, a, c, left: bool):
+    def _float_mod(self, a, c):
+        """numpy's float %: fmod, moved to the divisor's sign; a zero result
+        takes the divisor's sign."""
         b = self.b
-        big = b.icmp_unsigned(">=", c, ir.Constant(I64, 64))
+        zero = ir.Constant(a.type, 0.0)
+        r = b.frem(a, c)
+        nonzero = b.fcmp_unordered("!=", r, zero)
+        fix = b.icmp_unsigned("!=", b.fcmp_ordered("<", c, zero), b.fcmp_ordered("<", r, zero))
+        moved = b.select(fix, b.fadd(r, c), r)
+        return b.select(nonzero, moved, self._call("llvm.copysign", zero, c))
+
+    def cdiv(self, a, c, unsigned: bool = False):
+        b = self.b
+        if is_float_type(a.type):
+            return self._call("llvm.ceil", b.fdiv(a, c))
+        if unsigned:
+            c = self._safe_divisor(c)
+            q = b.udiv(a, c)
+            return b.add(q, b.zext(b.icmp_unsigned("!=", b.urem(a, c), ir.Constant(I64, 0)), I64))
+        return b.neg(self.floor_div(b.neg(a), c))
+
+    def shift(self, a, c, left: bool, unsigned: bool = False):
+        b = self.b
+        big = b.icmp_unsigned(">=", c, ir.Constant(I64, 64))   # negative amounts too
         amount = b.select(big, ir.Constant(I64, 63), c)
         if left:
             return b.select(big, ir.Constant(I64, 0), b.shl(a, amount))
-        return b.ashr(a, amount)   # outside [0, 64) shifts by 63, as runtime.args.shift_right
+        return b.lshr(a, amount) if unsigned else b.ashr(a, amount)
 
-    def minmax(self, a, c, is_min: bool):
+    def minmax(self, a, c, is_min: bool, unsigned: bool = False):
         b = self.b
-        if a.type == F64:
-            return b.call(self.intrinsic("llvm.minimum" if is_min else "llvm.maximum", F64), [a, c])
-        return b.select(b.icmp_signed("<" if is_min else ">", a, c), a, c)
+        if is_float_type(a.type):
+            return self._call("llvm.minimum" if is_min else "llvm.maximum", a, c)
+        cmp = b.icmp_unsigned if unsigned else b.icmp_signed
+        return b.select(cmp("<" if is_min else ">", a, c), a, c)
 
-    def binary(self, name: str, a: ir.Value, c: ir.Value) -> ir.Value:
-        """`name` is the op's enum name (ADD, FLOOR_DIV, LT, MIN ...)."""
+    # ----------------------------------------------------------- operators
+    def binary(self, name: str, a: ir.Value, c: ir.Value, unsigned: bool = False) -> ir.Value:
+        """`name` is the op's enum name (ADD, FLOOR_DIV, LT, MIN ...); a and c
+        have one compute type; `unsigned` selects u64 semantics."""
         b = self.b
-        fl = a.type == F64
+        fl = is_float_type(a.type)
         if name in _CMP:
             op = _CMP[name]
-            cond = b.fcmp_ordered(op, a, c) if fl and op != "!=" else \
-                b.fcmp_unordered(op, a, c) if fl else b.icmp_signed(op, a, c)
+            if fl:
+                cond = b.fcmp_unordered(op, a, c) if op == "!=" else b.fcmp_ordered(op, a, c)
+            else:
+                cond = (b.icmp_unsigned if unsigned else b.icmp_signed)(op, a, c)
             return self._from_bool(cond)
         simple = {
             "ADD": (b.fadd, b.add), "SUB": (b.fsub, b.sub), "MUL": (b.fmul, b.mul),
@@ -85,52 +126,52 @@ class Math:
         if name in simple:
             return simple[name][0 if fl else 1](a, c)
         if name == "DIV":
-            return b.fdiv(a, c) if fl else self.floor_div(a, c)
+            return b.fdiv(a, c) if fl else self.floor_div(a, c, unsigned)
         if name == "FLOOR_DIV":
-            return self.floor_div(a, c)
+            return self.floor_div(a, c, unsigned)
         if name == "MOD":
-            return self.mod(a, c)
+            return self.mod(a, c, unsigned)
         if name == "CDIV":
-            return self.cdiv(a, c)
+            return self.cdiv(a, c, unsigned)
         if name in ("SHL", "SHR"):
-            return self.shift(a, c, name == "SHL")
+            return self.shift(a, c, name == "SHL", unsigned)
         if name in ("MIN", "MAX"):
-            return self.minmax(a, c, name == "MIN")
+            return self.minmax(a, c, name == "MIN", unsigned)
         if name in ("AND", "OR"):
-            x, y = self._bool(a), self._bool(c)
+            x, y = self.truth(a), self.truth(c)
             return self._from_bool(b.and_(x, y) if name == "AND" else b.or_(x, y))
         raise NotImplementedError(name)
 
     def unary(self, name: str, a: ir.Value) -> ir.Value:
         b = self.b
-        fl = a.type == F64
+        fl = is_float_type(a.type)
         if name == "NEG":
             return b.fneg(a) if fl else b.neg(a)
         if name == "INVERT":
             return b.xor(a, ir.Constant(I64, -1))
         if name == "NOT":
-            return self._from_bool(b.not_(self._bool(a)))
+            return self._from_bool(b.not_(self.truth(a)))
         if name == "ABS":
             if fl:
-                return b.call(self.intrinsic("llvm.fabs", F64), [a])
+                return self._call("llvm.fabs", a)
             return b.select(b.icmp_signed("<", a, ir.Constant(I64, 0)), b.neg(a), a)
         if not fl:
             a = b.sitofp(a, F64)
         if name == "RSQRT":
-            return b.fdiv(ir.Constant(F64, 1.0), b.call(self.intrinsic("llvm.sqrt", F64), [a]))
-        return b.call(self.intrinsic("llvm." + name.lower(), F64), [a])
+            return b.fdiv(ir.Constant(a.type, 1.0), self._call("llvm.sqrt", a))
+        return self._call("llvm." + name.lower(), a)
 
     def where(self, cond: ir.Value, x: ir.Value, y: ir.Value) -> ir.Value:
-        return self.b.select(self._bool(cond), x, y)
+        return self.b.select(self.truth(cond), x, y)
 
     def accumulate(self, acc: ir.Value, value: ir.Value) -> ir.Value:
         """acc + value where reassociation is allowed (sums and dot)."""
-        if isinstance(acc.type, (ir.FloatType, ir.DoubleType)):
+        if is_float_type(acc.type):
             return self.b.fadd(acc, value, flags=_FAST)
         return self.b.add(acc, value)
 
     def product(self, a: ir.Value, c: ir.Value) -> ir.Value:
-        if isinstance(a.type, (ir.FloatType, ir.DoubleType)):
+        if is_float_type(a.type):
             return self.b.fmul(a, c, flags=_FAST)
         return self.b.mul(a, c)
 
@@ -138,6 +179,6 @@ class Math:
 def is_true(builder: ir.IRBuilder, v: ir.Value) -> ir.Value:
     if v.type == I1:
         return v
-    if v.type == F64:
-        return builder.fcmp_unordered("!=", v, ir.Constant(F64, 0.0))
+    if is_float_type(v.type):
+        return builder.fcmp_unordered("!=", v, ir.Constant(v.type, 0.0))
     return builder.icmp_signed("!=", v, ir.Constant(v.type, 0))

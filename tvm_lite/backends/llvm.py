@@ -76,15 +76,37 @@ class CodeLibrary:
 
     `compile()` optimizes the IR and emits an object file; `load()` puts an
     object file (fresh, or from the compile cache) into the JIT engine. The
-    optimized IR and the assembly are kept for `source("llvm"/"asm")`.
+    optimized module is kept, and its IR text and assembly are produced when
+    first asked for (`optimized_ir`, `asm`: for `source("llvm"/"asm")`), so
+    a compile does not pay for text nobody reads.
     """
 
     def __init__(self, name: str):
         self.name = name
         self._modules: list[str] = []
         self._loaded = False
-        self.optimized_ir = ""
-        self.asm = ""
+        self._optimized = None      # the optimized ModuleRef, after compile()
+        self._text: dict[str, str] = {}
+
+    @property
+    def compiled(self) -> bool:
+        return self._optimized is not None
+
+    @property
+    def optimized_ir(self) -> str:
+        return self._stage("llvm", str)
+
+    @property
+    def asm(self) -> str:
+        return self._stage("asm", host().machine.emit_assembly)
+
+    def _stage(self, name: str, render) -> str:
+        if self._optimized is None:
+            return ""
+        with _lock:
+            if name not in self._text:
+                self._text[name] = render(self._optimized)
+            return self._text[name]
 
     def add_ir(self, ir_text: str) -> None:
         if self._loaded:
@@ -116,10 +138,9 @@ class CodeLibrary:
     def compile(self) -> bytes:
         """Optimize (O3) and emit an object file for the host."""
         with _lock:
-            module = self._optimized_module()
-            self.optimized_ir = str(module)
-            self.asm = host().machine.emit_assembly(module)
-            return host().machine.emit_object(module)
+            self._optimized = self._optimized_module()
+            self._text.clear()
+            return host().machine.emit_object(self._optimized)
 
     def load(self, obj: bytes) -> None:
         """Add an object file to the process's JIT engine."""
