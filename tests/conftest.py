@@ -1,4 +1,5 @@
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -49,3 +50,19 @@ def pytest_collection_modifyitems(config, items):
 def target(request):
     """Every kernel test runs on the reference interpreter and on the CPU backend."""
     return request.param
+
+
+def mutate_source(path, edits) -> str:
+    """The source at `path` with fuzz edits applied: (kind, position, token) where
+    kind is insert, delete or swap, on a rough Python-like tokenization."""
+    with open(path) as f:
+        tokens = re.findall(r"\s+|\w+|//|<<|>>|[<>=!]=|.", f.read(), re.S)
+    for kind, pos, tok in edits:
+        pos %= len(tokens)
+        if kind == "insert":
+            tokens.insert(pos, tok)
+        elif kind == "delete" and len(tokens) > 1:
+            del tokens[pos]
+        elif kind == "swap" and pos + 1 < len(tokens):
+            tokens[pos], tokens[pos + 1] = tokens[pos + 1], tokens[pos]
+    return "".join(tokens)

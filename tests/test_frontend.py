@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tvm_lite as tl
-from conftest import EXAMPLES, QMATMUL
+from conftest import EXAMPLES, QMATMUL, mutate_source
 from tvm_lite.frontend.ast_printer import format_ast
 from tvm_lite.frontend.parser import parse
 from tvm_lite.ir import vm
@@ -186,9 +186,6 @@ def test_error_names_the_file(tmp_path):
     assert str(info.value).startswith(f"{path}:3:9")
 
 
-def _tokens(source):
-    return re.findall(r"\s+|\w+|//|<<|>>|[<>=!]=|.", source)
-
 
 _FUZZ_TOKENS = ["(", ")", "[", "]", ":", ",", "=", "+", "*", "//", "\n", "    ", "for", "if", "else",
                 "load", "x", "1", "2.5", "@", "def", "block", ".", "#", "not", "and", "-"]
@@ -199,17 +196,8 @@ _FUZZ_TOKENS = ["(", ")", "[", "]", ":", ",", "=", "+", "*", "//", "\n", "    ",
     st.tuples(st.sampled_from(["insert", "delete", "swap"]), st.integers(0, 10_000),
               st.sampled_from(_FUZZ_TOKENS)), min_size=1, max_size=4))
 def test_fuzzed_sources_raise_only_tl_errors(path, edits):
-    with open(path) as f:
-        tokens = _tokens(f.read())
-    for kind, pos, tok in edits:
-        pos %= len(tokens)
-        if kind == "insert":
-            tokens.insert(pos, tok)
-        elif kind == "delete" and len(tokens) > 1:
-            del tokens[pos]
-        elif kind == "swap" and pos + 1 < len(tokens):
-            tokens[pos], tokens[pos + 1] = tokens[pos + 1], tokens[pos]
+    source = mutate_source(path, edits)
     try:
-        tl.compile("".join(tokens), target="interp")
+        tl.compile(source, target="interp")
     except tl.TLError as e:
         assert not isinstance(e, tl.TLCompileError), f"compiler bug surfaced: {e}"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import EXAMPLES, QMATMUL
+from conftest import EXAMPLES, QMATMUL, mutate_source
 from tvm_lite.errors import TLSyntaxError
 from tvm_lite.frontend import ast
 from tvm_lite.frontend import parser as parser_mod
@@ -363,9 +363,6 @@ def test_odd_inputs():
         parse("@kernel()\ndef k():\n    r = " + "-" * 5000 + "1\n")
 
 
-def _tokens(source):
-    return re.findall(r"\s+|\w+|//|<<|>>|[<>=!]=|.", source, re.S)
-
 
 _FUZZ_TOKENS = ["(", ")", "[", "]", ":", ",", "=", "+=", "+", "*", "**", "//", "\n", "    ", "  ", "\t",
                 "\\\n", "for", "in", "if", "elif", "else", "while", "return", "pass", "load", "x", "1",
@@ -378,17 +375,7 @@ _FUZZ_TOKENS = ["(", ")", "[", "]", ":", ",", "=", "+=", "+", "*", "**", "//", "
     st.tuples(st.sampled_from(["insert", "delete", "swap"]), st.integers(0, 10_000),
               st.sampled_from(_FUZZ_TOKENS)), min_size=1, max_size=5))
 def test_fuzzed_examples_parse_or_raise_tl_syntax_errors(path, edits):
-    with open(path) as f:
-        tokens = _tokens(f.read())
-    for kind, pos, tok in edits:
-        pos %= len(tokens)
-        if kind == "insert":
-            tokens.insert(pos, tok)
-        elif kind == "delete" and len(tokens) > 1:
-            del tokens[pos]
-        elif kind == "swap" and pos + 1 < len(tokens):
-            tokens[pos], tokens[pos + 1] = tokens[pos + 1], tokens[pos]
-    source = "".join(tokens)
+    source = mutate_source(path, edits)
     try:
         module = parse(source, "fuzz.tl")
     except TLSyntaxError as err:                # anything else fails the test

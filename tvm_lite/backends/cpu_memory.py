@@ -242,12 +242,19 @@ def load_window(cg, g, offsets: list, out) -> None:
         else:
             _load_packed_segment(cg, g, tile, row_flat, gstart, lo, hi)
         cg.loop(hi, n, put_zero, "z")
-    if not _has_interior_version(dt, out.shape):
-        _rows_of_window(cg, g, offsets, out.shape, edge_row)
+    _over_window(cg, g, offsets, out.shape, inside_row, edge_row)
+
+
+def _over_window(cg, g, offsets, shape, inside_row, edge_row) -> None:
+    """Run a tile window's rows: the constant-bound interior version when the
+    whole window is inside the tensor (where the type has one), else the
+    row-by-row clipped version."""
+    if not _has_interior_version(g.tensor.dtype, shape):
+        _rows_of_window(cg, g, offsets, shape, edge_row)
         return
-    _if_else(cg, _window_inside(cg, g, offsets, out.shape),
-             lambda: _interior_rows(cg, g, offsets, out.shape, inside_row),
-             lambda: _rows_of_window(cg, g, offsets, out.shape, edge_row))
+    _if_else(cg, _window_inside(cg, g, offsets, shape),
+             lambda: _interior_rows(cg, g, offsets, shape, inside_row),
+             lambda: _rows_of_window(cg, g, offsets, shape, edge_row))
 
 
 def _load_groups(cg, base, first_byte, tile, dst0, groups, dt) -> None:
@@ -323,12 +330,7 @@ def store_window(cg, g, offsets: list, value, add: bool = False) -> None:
             put_elements(row_flat, gstart, lo, hi)
         else:
             _store_packed_segment(cg, g, tile, row_flat, gstart, lo, hi)
-    if not _has_interior_version(dt, value.shape):
-        _rows_of_window(cg, g, offsets, value.shape, edge_row)
-        return
-    _if_else(cg, _window_inside(cg, g, offsets, value.shape),
-             lambda: _interior_rows(cg, g, offsets, value.shape, inside_row),
-             lambda: _rows_of_window(cg, g, offsets, value.shape, edge_row))
+    _over_window(cg, g, offsets, value.shape, inside_row, edge_row)
 
 
 def _store_groups(cg, base, first_byte, tile, src0, groups, dt) -> None:
