@@ -8,6 +8,9 @@ import pytest
 # Tests always verify the IR after every pass, and never touch the user's
 # compile cache.
 os.environ.setdefault("TL_VERIFY", "1")
+# Tuning searches are timed runs: tests use the kernels' defaults unless a
+# test turns tuning on itself.
+os.environ["TL_AUTOTUNE"] = "0"
 os.environ["TL_CACHE_DIR"] = tempfile.mkdtemp(prefix="tl-test-cache-")
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")

@@ -1,21 +1,12 @@
-"""Command line: `python -m tvm_lite compile|demo`."""
+"""Command line: `python -m tvm_lite compile|demo|bench`."""
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from pathlib import Path
-
-import numpy as np
-
 from . import compile as tl_compile
-from . import pack
 from .errors import TLError
-from .ir.dtypes import dtype, numpy_dtype
-
-def _demo_kernel() -> str:
-    """The library's quantized-matmul kernel, shipped as package data."""
-    return (Path(__file__).parent / "ops" / "qmatmul.tl").read_text()
+from .ops.matmul import choose_kernel, kernel_source
+from .runtime.bench import BenchConfig, format_table, plot, require_matplotlib, run_bench
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
@@ -28,49 +19,67 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _random_weights(rng: np.random.Generator, dt, shape):
-    if dt.is_float:
-        return rng.uniform(dt.min, dt.max, shape)
-    return rng.integers(dt.min, dt.max + 1, shape).astype(np.float64)
+def _names(text: str) -> tuple[str, ...]:
+    """An argparse type: 'u4,u3' -> ('u4', 'u3')."""
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list such as u4,u3")
+    return names
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    """An argparse type: '1,16' -> (1, 16), each a positive integer."""
+    try:
+        values = tuple(int(x) for x in _names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,16, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"M values must be positive, got {text!r}")
+    return values
+
+
+def _bench_config(args: argparse.Namespace) -> BenchConfig:
+    quick = BenchConfig(dtypes=("u4", "u3", "u8", "i4", "f6e3m2", "f4e2m1"), k=2048, n=2048,
+                        repeat=5, copy_mib=128)
+    base = quick if args.quick else BenchConfig()
+    k, n = args.k or base.k, args.n or base.n
+    return BenchConfig(
+        target=args.target,
+        dtypes=args.dtypes or base.dtypes,
+        ms=args.m or base.ms,
+        k=k, n=n, group_size=args.group_size, activation=args.act,
+        repeat=args.repeat or base.repeat,
+        # the copy must be far larger than the caches; small problems need less to compare with
+        copy_mib=base.copy_mib if k * n * 4 >= 64 << 20 else 64)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """Time tl.ops.quant_matmul against numpy f32 (and torch int4) and print a table."""
+    cfg = _bench_config(args)
+    if args.plot:
+        require_matplotlib()          # fail before the long run, not after it
+    quiet = lambda line: print(f"  {line}", file=sys.stderr, flush=True)   # noqa: E731
+    result = run_bench(cfg, log=quiet)
+    print(format_table(result))
+    if args.plot:
+        plot(result, args.plot)
+        print(f"\nplot written to {args.plot}")
+    return 0 if result.ok else 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """Compile the flagship kernel for several weight types and check it."""
-    rng = np.random.default_rng()
-    m, n, k, group = 16, 256, 512, 128
-    print(f"qmatmul  C[{m},{n}] = A[{m},{k}] @ dequant(B[{k},{n}]), group {group}, target {args.target}\n")
-    ok = True
-    for name in ("u4", "u3", "i5", "f6e3m2", "f4e2m1"):
-        dt = dtype(name)
-        t0 = time.perf_counter()
-        mod = tl_compile(_demo_kernel(), target=args.target, WT=name)
-        mod.qmatmul.build()
-        compile_ms = (time.perf_counter() - t0) * 1e3
-        a = rng.standard_normal((m, k)).astype(np.float16)
-        w = _random_weights(rng, dt, (k, n))
-        w = w if dt.is_float else w.astype(np.int64)
-        s = (rng.random((-(-k // group), n)) * 0.05 + 0.01).astype(np.float16)
-        b = w.astype(numpy_dtype(dt)) if numpy_dtype(dt) is not None else pack(w, dt)
-        c = np.full((m, n), np.nan, np.float16)
-        t0 = time.perf_counter()
-        mod.qmatmul(m, n, k, a, b, s, c)
-        run_ms = (time.perf_counter() - t0) * 1e3
-        wq = (np.asarray(pack_values(w, dt)) * np.repeat(s.astype(np.float64), group, axis=0)[:k])
-        ref = a.astype(np.float64) @ wq.astype(np.float16).astype(np.float64)
-        err = float(np.max(np.abs(c.astype(np.float64) - ref)) / np.max(np.abs(ref)))
-        good = err < 2e-3
-        ok &= good
-        print(f"  {name:7s} {b.nbytes:8d} weight bytes  compile {compile_ms:6.1f} ms  run {run_ms:7.1f} ms  "
-              f"max rel err {err:.1e}  {'ok' if good else 'WRONG'}")
-    print("\nVM IR for WT=u3:\n")
-    print(tl_compile(_demo_kernel(), target=args.target, WT="u3").source("vm"))
-    return 0 if ok else 1
-
-
-def pack_values(w, dt):
-    """The values the kernel sees: floats rounded to the weight type."""
-    from .ir.dtypes import decode, encode
-    return decode(encode(w, dt), dt) if dt.is_float else w
+    """Quantize, run tl.ops.quant_matmul for several weight types, check it, show the IR."""
+    cfg = BenchConfig(target=args.target, dtypes=("u4", "u3", "i5", "f6e3m2", "f4e2m1"), ms=(1, 16),
+                      k=4096, n=4096, group_size=128, repeat=5, copy_mib=128, torch=False)
+    print(f"tl.ops.quant_matmul on target {args.target}: C[M,{cfg.n}] = A[M,{cfg.k}] @ dequant(W), "
+          f"W = tl.quantize(w, dtype, group_size={cfg.group_size})\n", flush=True)
+    result = run_bench(cfg, log=lambda line: None)
+    print(format_table(result))
+    print(f"\ncorrectness: {'every result matches numpy float64' if result.ok else 'WRONG RESULTS (see check)'}")
+    name = choose_kernel(1)
+    print(f"\nVM IR of {name} (tvm_lite/ops/{name}.tl) for u3 weights, the kernel used at M=1:\n")
+    print(tl_compile(kernel_source(name), target=args.target, WT="u3").source("vm"))
+    return 0 if result.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +94,22 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo", help="run the quantized-matmul demo with a correctness check")
     d.add_argument("--target", default="cpu")
     d.set_defaults(run=_cmd_demo)
+    b = sub.add_parser("bench", help="benchmark tl.ops.quant_matmul against numpy f32",
+                       description="Time tl.ops.quant_matmul per weight type and M against numpy f32 "
+                                   "a @ w on the dequantized weights (and torch's int4 kernel when "
+                                   "torch is installed), with this machine's copy bandwidth.")
+    b.add_argument("--target", default="cpu", help="cpu (default) | cuda")
+    b.add_argument("--dtypes", type=_names, help="comma-separated weight types (default: u1..u8, i4, f4e2m1, "
+                                    "f6e3m2, f8e4m3)")
+    b.add_argument("--m", type=_ints, help="comma-separated activation rows M (default: 1,16)")
+    b.add_argument("--k", type=int, help="K (default 8192)")
+    b.add_argument("--n", type=int, help="N (default 8192)")
+    b.add_argument("--group-size", type=int, default=128, help="rows per scale group, -1 per channel")
+    b.add_argument("--act", default="f32", help="activation type: f32 (default) | f16 | bf16")
+    b.add_argument("--repeat", type=int, help="timed calls per measurement (default 10)")
+    b.add_argument("--plot", metavar="OUT.png", help="draw speedup against bit width (needs matplotlib)")
+    b.add_argument("--quick", action="store_true", help="a short run: K=N=2048, six weight types")
+    b.set_defaults(run=_cmd_bench)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

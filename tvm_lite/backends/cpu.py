@@ -22,6 +22,7 @@ import llvmlite.ir as ir
 from ..errors import TLError
 from ..ir import vm
 from ..ir.printer import format_kernel
+from ..runtime.args import plan_arguments
 from ..runtime.cache import CompileCache, cache_key
 from ..runtime.cpu_launch import KERNEL_SIGNATURE, launch
 from .cpu_codegen import KernelCodegen
@@ -102,6 +103,7 @@ class CPUKernel:
                 fn = library.function(self.symbol, *KERNEL_SIGNATURE)
                 _loaded[key] = fn
         self._fn = fn
+        self._plan = plan_arguments(kernel)
 
     def _new_library(self) -> CodeLibrary:
         self._library = CodeLibrary(self.kernel.name)
@@ -122,7 +124,7 @@ class CPUKernel:
         return self._library.optimized_ir if stage == "llvm" else self._library.asm
 
     def __call__(self, *args, **kwargs) -> None:
-        launch(self.kernel, self._fn, args, kwargs, STATUS_MESSAGES)
+        launch(self.kernel, self._fn, args, kwargs, STATUS_MESSAGES, self._plan)
 
 
 __all__ = ["CPUKernel", "lower_to_llvm", "kernel_cache_key", "compiler_digest"]

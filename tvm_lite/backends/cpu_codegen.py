@@ -21,6 +21,8 @@ vectorizer turns the inner loops into SIMD. A run of consecutive casts and
 element-wise instructions with one output shape becomes a single loop nest
 (cpu_compute.lower_fused): intermediate tiles used only inside the run are
 never stored, and a dot right after the run gets its operands decoded there.
+A load of a packed tile that is cast to f32 and multiplied by a dot goes to
+cpu_qdot, which decodes it in AVX-512 registers inside the FMA loop.
 """
 from __future__ import annotations
 
@@ -246,6 +248,11 @@ class KernelCodegen:
         while i < len(stmts):
             if self.b.block.is_terminated:
                 return   # code after break/continue/return is unreachable
+            fused = cpu_qdot.match(self, stmts, i)
+            if fused is not None:       # load -> cast [-> x op c] -> dot of a packed tile
+                cpu_qdot.lower(self, *fused)
+                i += len(fused[0])
+                continue
             group = self._fusible_run(stmts, i)
             after = stmts[i + len(group)] if i + len(group) < len(stmts) else None
             # A dot right after the group takes its operands decoded by the group's loop.
@@ -480,6 +487,6 @@ def lower_wait_async(cg: KernelCodegen, s: vm.WaitAsync) -> None:
 
 
 # The instruction lowerings register themselves on import.
-from . import cpu_compute, cpu_dot, cpu_memory, cpu_shapes  # noqa: E402,F401
+from . import cpu_compute, cpu_dot, cpu_memory, cpu_qdot, cpu_shapes  # noqa: E402,F401
 
 __all__ = ["KernelCodegen", "GlobalArg", "TARGET"]

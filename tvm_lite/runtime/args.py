@@ -295,11 +295,30 @@ def eval_expr(e: vm.Expr, scalars: dict, block: tuple[int, int, int] = (0, 0, 0)
 # ------------------------------------------------------------------ binding
 
 
-def bind_arguments(kernel: vm.Kernel, args: tuple, kwargs: dict | None = None) -> BoundArguments:
-    """Match args/kwargs to kernel.params and check every one (module docstring)."""
-    kwargs = dict(kwargs or {})
+@dataclass(frozen=True)
+class ArgumentPlan:
+    """What binding needs to know about a kernel, computed once per kernel
+    (walking the body for the stored-to tensors costs more than the checks)."""
+    names: tuple[str, ...]
+    written: frozenset       # ids of the global tensors the kernel stores to
+
+
+def plan_arguments(kernel: vm.Kernel) -> ArgumentPlan:
+    written = {id(s.dst) for s in collect(kernel.body, vm.Store) + collect(kernel.body, vm.AtomicAdd)}
+    return ArgumentPlan(tuple(p.name for p in kernel.params), frozenset(written))
+
+
+def bind_arguments(kernel: vm.Kernel, args: tuple, kwargs: dict | None = None,
+                   plan: ArgumentPlan | None = None) -> BoundArguments:
+    """Match args/kwargs to kernel.params and check every one (module docstring).
+    `plan` is plan_arguments(kernel), passed by callers that launch a kernel often."""
+    plan = plan or plan_arguments(kernel)
     params = kernel.params
-    names = [p.name for p in params]
+    names = plan.names
+    if not kwargs and len(args) == len(params):
+        values = dict(zip(names, args))
+        return _bind_values(kernel, values, plan)
+    kwargs = dict(kwargs or {})
     if len(args) > len(params):
         raise TLLaunchError(f"{kernel.name}: takes {len(params)} arguments "
                             f"({', '.join(names)}), got {len(args) + len(kwargs)}")
@@ -315,11 +334,16 @@ def bind_arguments(kernel: vm.Kernel, args: tuple, kwargs: dict | None = None) -
     if missing:
         raise TLLaunchError(f"{kernel.name}: missing argument(s) {', '.join(missing)} "
                             f"(signature: {', '.join(names)})")
+    return _bind_values(kernel, values, plan)
+
+
+def _bind_values(kernel: vm.Kernel, values: dict, plan: ArgumentPlan) -> BoundArguments:
+    params = kernel.params
+    written = plan.written
     scalars: dict = {}
     for p in params:
         if isinstance(p, vm.Var):
             scalars[p] = _check_scalar(kernel.name, p, values[p.name])
-    written = {id(s.dst) for s in collect(kernel.body, vm.Store) + collect(kernel.body, vm.AtomicAdd)}
     tensors: dict = {}
     pointers: dict = {}
     for p in params:

@@ -14,6 +14,7 @@ each call, so the ranges run on all cores at once.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import struct
 import threading
@@ -22,7 +23,7 @@ from typing import Callable
 
 from ..errors import TLError
 from ..ir import vm
-from .args import BoundArguments, bind_arguments, eval_expr
+from .args import ArgumentPlan, BoundArguments, bind_arguments, eval_expr
 
 KERNEL_SIGNATURE = (ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
 
@@ -30,6 +31,7 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
+@functools.lru_cache(maxsize=1)
 def workers() -> int:
     return os.cpu_count() or 1
 
@@ -38,7 +40,7 @@ def _get_pool() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="tl-cpu")
+            _pool = ThreadPoolExecutor(max_workers=max(1, workers() - 1), thread_name_prefix="tl-cpu")
         return _pool
 
 
@@ -78,9 +80,10 @@ def block_ranges(blocks: int, parts: int) -> list[tuple[int, int]]:
 
 
 def launch(kernel: vm.Kernel, fn: Callable, args: tuple, kwargs: dict | None,
-           status_messages: dict[int, str]) -> None:
-    """Bind and check `args`, then run every block of the grid through `fn`."""
-    bound = bind_arguments(kernel, args, kwargs)
+           status_messages: dict[int, str], plan: ArgumentPlan | None = None) -> None:
+    """Bind and check `args`, then run every block of the grid through `fn`
+    (`plan`: runtime.args.plan_arguments(kernel), kept by the caller)."""
+    bound = bind_arguments(kernel, args, kwargs, plan)
     blocks = grid_blocks(kernel, bound)
     if blocks == 0:
         return
@@ -90,8 +93,9 @@ def launch(kernel: vm.Kernel, fn: Callable, args: tuple, kwargs: dict | None,
     if len(ranges) == 1:
         statuses = [fn(address, 0, blocks)]
     else:
-        futures = [_get_pool().submit(fn, address, lo, hi) for lo, hi in ranges]
-        statuses = [f.result() for f in futures]
+        # The calling thread runs the first range itself: one hand-off fewer.
+        futures = [_get_pool().submit(fn, address, lo, hi) for lo, hi in ranges[1:]]
+        statuses = [fn(address, *ranges[0])] + [f.result() for f in futures]
     for status in statuses:
         if status:
             message = status_messages.get(status, f"status {status}")

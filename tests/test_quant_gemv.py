@@ -1,0 +1,152 @@
+"""ops/quant_gemv.tl on interp and cpu against numpy float64.
+
+c = a @ W with W[k, n] = (value(b[k, n]) - zero) * s[k // G, n]. Packed
+weights come from tl.pack and the reference from tl.unpack. The shapes are
+chosen so that on the CPU some tiles take the fused register micro-kernel
+(cpu_qdot: windows inside the tensor) and others the generic path (the last
+column block and the last, partial group run past the edge).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import tvm_lite as tl
+from tvm_lite.backends.cpu_qdot import _fold, decode_plan
+from tvm_lite.ir import vm
+
+KERNEL = Path(tl.__file__).parent / "ops" / "quant_gemv.tl"
+
+INTS = [f"u{b}" for b in range(1, 9)] + [f"i{b}" for b in range(2, 9)]
+FLOATS = ["f3e1m1", "f4e2m1", "f5e2m2", "f6e2m3", "f6e3m2", "f7e3m3", "f8e4m3", "f8e5m2"]
+NUMPY_AT = {"f32": np.float32, "f16": np.float16, "bf16": ml_dtypes.bfloat16}
+
+
+def make_weights(rng, dt, k: int, n: int):
+    """Random finite weights of type dt: (argument for b, float64 values)."""
+    patterns = rng.integers(0, 1 << dt.nbits, (k, n)).astype(np.uint64)
+    stream = tl.dtype(f"u{dt.nbits}")
+    if dt.is_float:    # no NaN or inf patterns: the kernel's inputs are weights
+        values = tl.unpack(tl.pack(patterns, stream), dt, (k, n))
+        patterns[~np.isfinite(values)] = 0
+    bits = tl.pack(patterns, stream)
+    values = tl.unpack(bits, dt, (k, n)).astype(np.float64)
+    if dt.nbits == 8 and dt.is_integer:       # numpy has the type: pass it as such
+        bits = bits.view(np.int8 if dt.is_signed else np.uint8).reshape(k, n)
+    return bits, values
+
+
+def run(target, rng, wt, g, m, k, n, zero=False, at="f32", **tiles):
+    dt = tl.dtype(wt)
+    group = k if g == -1 else g
+    tiles.setdefault("BN", 128)       # small tiles: both CPU paths at these sizes
+    mod = tl.compile(KERNEL, target=target, WT=wt, G=group, ZERO=int(zero), AT=at, **tiles)
+    bits, w = make_weights(rng, dt, k, n)
+    groups = -(-k // group)
+    s = (rng.random((groups, n)) + 0.5).astype(np.float16)
+    if zero:
+        z = rng.integers(0, 1 << min(dt.nbits, 4), (groups, n)).astype(np.float16)
+        zeros = z.astype(np.float64)
+    else:
+        z = np.zeros((1, 1), np.float16)
+        midpoint = 1 << (dt.nbits - 1) if dt.is_integer and not dt.is_signed else 0
+        zeros = np.full((groups, n), float(midpoint))
+    a = rng.standard_normal((m, k)).astype(NUMPY_AT[at])
+    c = np.full((m, n), np.nan, NUMPY_AT[at])
+    mod.quant_gemv(m, n, k, z.shape[0], z.shape[1], a, bits, s, z, c)
+    dequant = (w - np.repeat(zeros, group, 0)[:k]) * np.repeat(s.astype(np.float64), group, 0)[:k]
+    ref = a.astype(np.float64) @ dequant
+    return c.astype(np.float64), ref
+
+
+def check(c, ref, at="f32"):
+    tol = 2e-5 if at == "f32" else 1e-2
+    assert np.isfinite(c).all()
+    assert np.abs(c - ref).max() <= tol * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("wt", INTS + FLOATS)
+def test_every_weight_type_cpu(rng, wt):
+    c, ref = run("cpu", rng, wt, 64, 2, 200, 300)
+    check(c, ref)
+
+
+@pytest.mark.parametrize("wt", ["u4", "i3", "f6e3m2", "u8"])
+def test_interp(rng, wt):
+    c, ref = run("interp", rng, wt, 64, 2, 72, 136)
+    check(c, ref)
+
+
+@pytest.mark.parametrize("g", [32, 256, -1, 100])
+@pytest.mark.parametrize("wt", ["u4", "u3", "f6e3m2"])
+def test_group_sizes(rng, wt, g):
+    c, ref = run("cpu", rng, wt, g, 1, 300, 260)
+    check(c, ref)
+
+
+@pytest.mark.parametrize("m", [3, 17])
+@pytest.mark.parametrize("wt", ["u4", "u6"])
+def test_rows(rng, wt, m):
+    """Any M with the tile BM = 4 (several blocks of rows, one partial), and
+    one block holding all rows (BM = M): the register and the L1 variants."""
+    c, ref = run("cpu", rng, wt, 128, m, 256, 384, BM=4)
+    check(c, ref)
+    c, ref = run("cpu", rng, wt, 128, m, 256, 384, BM=m)
+    check(c, ref)
+
+
+@pytest.mark.parametrize("wt", ["u4", "u5", "f4e2m1"])
+@pytest.mark.parametrize("target", ["cpu", "interp"])
+def test_zero_points(rng, wt, target):
+    c, ref = run(target, rng, wt, 32, 2, 96, 136, zero=True)
+    check(c, ref)
+
+
+@pytest.mark.parametrize("at", ["f16", "bf16"])
+def test_activation_types(rng, at):
+    c, ref = run("cpu", rng, "u4", 128, 3, 256, 300, at=at)
+    check(c, ref, at)
+
+
+@pytest.mark.parametrize("wt", ["u3", "i7", "f5e2m2"])
+@pytest.mark.parametrize("target", ["cpu", "interp"])
+def test_small_tiles(rng, wt, target):
+    """Odd tile constants: a k tile (64) that does not divide the group (96),
+    so the kernel masks the part of a tile past its group; bands that do not
+    divide the k tile; an N tile of one chunk for N > 4 bits (64 columns)."""
+    c, ref = run(target, rng, wt, 96, 2, 200, 256, BN=64 if tl.dtype(wt).nbits > 4 else 128, BK=64)
+    check(c, ref)
+
+
+def test_decode_plans():
+    """The fused CPU path covers every int and every float up to 6 bits;
+    the formats with NaN or inf patterns keep the generic path."""
+    for wt in INTS + ["f3e1m1", "f4e2m1", "f5e2m2", "f6e2m3", "f6e3m2"]:
+        assert decode_plan(tl.dtype(wt)) is not None, wt
+    for wt in ["f7e3m3", "f8e4m3", "f8e5m2", "f16"]:
+        assert decode_plan(tl.dtype(wt)) is None, wt
+    assert decode_plan(tl.dtype("u4")).table[:16] == tuple(float(i) for i in range(16))
+    assert decode_plan(tl.dtype("i2")).table[:4] == (0.0, 1.0, -2.0, -1.0)
+
+
+def test_constant_ops_fold_into_the_table():
+    """x - 8 after decoding u4 is free: the table holds value - 8. Decoders
+    without a table keep the op; a result that could overflow is refused."""
+    u4 = _fold(decode_plan(tl.dtype("u4")), ((vm.ElementOp.SUB, 8.0),))
+    assert u4.table == tuple(float(i - 8) for i in range(16)) and u4.ops == ()
+    scaled = _fold(decode_plan(tl.dtype("f4e2m1")), ((vm.ElementOp.MUL, 0.1),))
+    expected = (np.array(decode_plan(tl.dtype("f4e2m1")).table, np.float32) * np.float32(0.1)).tolist()
+    assert list(scaled.table) == expected
+    u6 = _fold(decode_plan(tl.dtype("u6")), ((vm.ElementOp.SUB, 32.0),))
+    assert u6.kind == "int" and u6.ops == ((vm.ElementOp.SUB, 32.0),)
+    assert _fold(decode_plan(tl.dtype("u4")), ((vm.ElementOp.MUL, 1e38),)) is None
+
+
+def test_asm_uses_table_lookups():
+    """u4 decodes with vpermps/vpermd and multiplies with FMA in zmm registers."""
+    mod = tl.compile(KERNEL, target="cpu", WT="u4", G=128)
+    asm = mod.source("asm")
+    assert "vperm" in asm and "vfmadd" in asm and "zmm" in asm
