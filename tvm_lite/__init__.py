@@ -16,6 +16,7 @@ from .errors import (
 )
 from .ir.dtypes import DataType, dtype, pack, unpack
 from .frontend.compile import compile
+from . import cuda
 
 __version__ = "0.1.0"
 
