@@ -16,7 +16,7 @@ from .errors import (
 )
 from .ir.dtypes import DataType, dtype, pack, unpack
 from .frontend.compile import compile
-from . import ops
+from . import cuda, ops
 from .ops.quantize import QuantizedTensor, dequantize, quantize
 
 __version__ = "0.1.0"

@@ -55,6 +55,8 @@ def _bench_config(args: argparse.Namespace) -> BenchConfig:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     """Time tl.ops.quant_matmul against numpy f32 (and torch int4) and print a table."""
+    if args.target.split(":")[0] == "cuda":
+        return _cmd_bench_cuda(args)
     cfg = _bench_config(args)
     if args.plot:
         require_matplotlib()          # fail before the long run, not after it
@@ -65,6 +67,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         plot(result, args.plot)
         print(f"\nplot written to {args.plot}")
     return 0 if result.ok else 1
+
+
+def _cmd_bench_cuda(args: argparse.Namespace) -> int:
+    """The GPU benchmark: quant_matmul against cuBLAS f16 (and torch int4) on the device."""
+    from .runtime.bench_cuda import MIN_REPEAT, format_rows, run_cuda_bench
+    rows = run_cuda_bench(dtypes=args.dtypes or ("u4", "u3", "u8", "f6e3m2", "f4e2m1"),
+                          ms=args.m or (1, 16, 128, 4096), ns=(args.n,) if args.n else (8192, 28672),
+                          k=args.k or 8192, group_size=args.group_size, repeat=args.repeat or MIN_REPEAT,
+                          log=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+    print(format_rows(rows))
+    return 0 if all(r.get("time_ms") for r in rows) else 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -1,7 +1,12 @@
-"""Backends: each turns a VM kernel into a callable for one target kind."""
+"""Backends: each turns a VM kernel into a callable for one target kind.
+
+    interp    backends.interp.InterpKernel      numpy, directly on the VM IR (the reference)
+    cpu       backends.cpu.CPUKernel            VM IR -> LLVM IR -> host machine code
+    cuda-emu  backends.emulator.EmulatedKernel  VM IR -> thread IR, run by the numpy emulator
+    cuda      backends.cuda.CUDAKernel          VM IR -> thread IR -> PTX -> driver JIT
+"""
 from __future__ import annotations
 
-from ..errors import TLTargetError
 from ..ir import vm
 from ..runtime.target import Target
 
@@ -14,5 +19,9 @@ def build_kernel(kernel: vm.Kernel, target: Target):
     if target.kind == "cpu":
         from .cpu import CPUKernel
         return CPUKernel(kernel)
-    raise TLTargetError(f"target '{target}' has no backend in this version of tvm_lite yet; "
-                        f"use target='interp' or 'cpu'")
+    if target.kind == "cuda-emu":
+        from .emulator import EmulatedKernel
+        return EmulatedKernel(kernel, target)
+    assert target.kind == "cuda", target
+    from .cuda import CUDAKernel
+    return CUDAKernel(kernel, target)

@@ -41,6 +41,13 @@ def lower_annotate(cg, s: vm.Annotate) -> None:
     copy_tile(cg, s.x, s.out)
 
 
+@register_lowering(vm.ConvertLayout, CPU)
+def lower_convert_layout(cg, s: vm.ConvertLayout) -> None:
+    # A CPU block is one thread: every layout holds the whole tile, so a
+    # layout conversion is a plain copy.
+    copy_tile(cg, s.x, s.out)
+
+
 @register_lowering(vm.Reshape, CPU)
 def lower_reshape(cg, s: vm.Reshape) -> None:
     copy_tile(cg, s.x, s.out)

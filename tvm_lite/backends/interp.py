@@ -298,6 +298,9 @@ class _BlockInterpreter:
     def exec_Annotate(self, s: vm.Annotate) -> None:
         self.tiles[s.out] = self.tiles[s.x]   # tiles are never modified in place
 
+    def exec_ConvertLayout(self, s: vm.ConvertLayout) -> None:
+        self.tiles[s.out] = self.tiles[s.x]   # the values do not depend on the layout
+
     def exec_Assign(self, s: vm.Assign) -> None:
         self.tiles[s.out] = self.tiles[s.x]
 

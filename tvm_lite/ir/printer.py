@@ -113,6 +113,8 @@ def format_instr(s: vm.Instr) -> str:
         return f"%{s.out.name}: {_tensor_type(s.out)} = shared()"
     if isinstance(s, vm.SetScalar):
         return f"{s.var.name}: {s.var.dtype.name} = {format_expr(s.value)}"
+    if isinstance(s, vm.ConvertLayout):
+        return f"%{s.dst.name}: {_tensor_type(s.dst)} = convert_layout(%{s.src.name})"
     if isinstance(s, vm.Assign):
         return f"%{s.out.name} <- %{s.x.name}"
     if out is not None:

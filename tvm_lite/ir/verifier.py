@@ -10,7 +10,9 @@ Rules:
 * a scalar `Var` is a parameter, an enclosing loop variable or set earlier;
 * operand ranks, shapes and dtypes agree with the instruction's definition
   (see docs/language.md);
-* `break`/`continue` appear only inside loops.
+* `break`/`continue` appear only inside loops;
+* a tensor that carries a layout is covered by it exactly (same shape);
+  `ConvertLayout` keeps dtype and shape.
 """
 from __future__ import annotations
 
@@ -100,6 +102,9 @@ class _KernelVerifier:
             self.fail(f"no verifier rule for {type(s).__name__}")
         check(s)
         out = getattr(s, "out", None)
+        layout = getattr(out, "layout", None)
+        if layout is not None and tuple(layout.shape) != tuple(out.shape):
+            self.fail(f"%{out.name}: its layout covers {list(layout.shape)}, the tensor is {list(out.shape)}")
         if out is not None and not isinstance(s, vm.Assign):
             if id(out) in self.defined:
                 self.fail(f"%{out.name} is defined twice")
@@ -282,6 +287,11 @@ class _KernelVerifier:
         self.use(s.out)
         self.same("shape", s.out.shape, s.x.shape)
         self.same("dtype", s.out.dtype, s.x.dtype)
+
+    def check_ConvertLayout(self, s: vm.ConvertLayout) -> None:
+        self.use(s.src)
+        self.same("shape", s.dst.shape, s.src.shape)
+        self.same("dtype", s.dst.dtype, s.src.dtype)
 
     def check_SetScalar(self, s: vm.SetScalar) -> None:
         self.expr(s.value)

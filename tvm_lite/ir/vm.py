@@ -478,6 +478,30 @@ class Assign(Instr):
 
 
 @dataclass(frozen=True)
+class ConvertLayout(Instr):
+    """dst = src with another register layout (same dtype and shape).
+
+    Inserted by GPU layout inference (passes/gpu_layouts.py) wherever a
+    consumer needs a layout other than its producer's; the lowering moves the
+    data through a shared-memory scratch buffer planned by
+    passes/shared_plan.py. Built positionally as ConvertLayout(dst, src); the
+    fields follow the VM convention (`out` is the one tile written, `x` the
+    tile read), with `dst`/`src` as aliases. On the value level it is the
+    identity (interp/cpu copy the tile).
+    """
+    out: RegisterTensor
+    x: RegisterTensor
+
+    @property
+    def dst(self) -> RegisterTensor:
+        return self.out
+
+    @property
+    def src(self) -> RegisterTensor:
+        return self.x
+
+
+@dataclass(frozen=True)
 class SetScalar(Instr):
     """Scalar local: var = value (first assignment declares it)."""
     var: Var

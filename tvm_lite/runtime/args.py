@@ -44,7 +44,7 @@ from ..ir.functor import collect
 
 # ml_dtypes names of the byte-sized formats whose bits match ours exactly. (Its
 # 4- and 6-bit types keep one element per byte, which is not our bit stream.)
-_ML_DTYPES_NAMES = {"bf16": "bfloat16", "f8e4m3": "float8_e4m3fn", "f8e5m2": "float8_e5m2"}
+ML_DTYPES_NAMES = {"bf16": "bfloat16", "f8e4m3": "float8_e4m3fn", "f8e5m2": "float8_e5m2"}
 
 _NUMPY_FLOATS = {"f16": np.float16, "f32": np.float32}
 
@@ -343,19 +343,19 @@ def _bind_values(kernel: vm.Kernel, values: dict, plan: ArgumentPlan) -> BoundAr
     scalars: dict = {}
     for p in params:
         if isinstance(p, vm.Var):
-            scalars[p] = _check_scalar(kernel.name, p, values[p.name])
+            scalars[p] = check_scalar(kernel.name, p, values[p.name])
     tensors: dict = {}
     pointers: dict = {}
     for p in params:
         if isinstance(p, vm.GlobalTensor):
-            shape = _eval_shape(kernel.name, p, scalars)
-            tensors[p] = _check_tensor(kernel.name, p, shape, values[p.name], id(p) in written)
+            shape = eval_shape(kernel.name, p, scalars)
+            tensors[p] = check_tensor(kernel.name, p, shape, values[p.name], id(p) in written)
         elif isinstance(p, vm.Pointer):
             pointers[p] = _check_pointer(kernel.name, p, values[p.name])
     return BoundArguments(scalars, tensors, pointers)
 
 
-def _check_scalar(kname: str, p: vm.Var, value) -> int | float:
+def check_scalar(kname: str, p: vm.Var, value) -> int | float:
     dt = p.dtype
     where = f"{kname}: argument '{p.name}'"
     if isinstance(value, np.ndarray) and value.ndim == 0:
@@ -396,7 +396,7 @@ def _a(word: str) -> str:
     return "an" if word[0] in "aefhilmnorsx" else "a"   # by sound: "an f16", "a u4"
 
 
-def _eval_shape(kname: str, g: vm.GlobalTensor, scalars: dict) -> tuple[int, ...]:
+def eval_shape(kname: str, g: vm.GlobalTensor, scalars: dict) -> tuple[int, ...]:
     try:
         shape = tuple(eval_expr(s, scalars) for s in g.shape)
     except TLError as e:
@@ -422,7 +422,7 @@ def _describe(a: np.ndarray) -> str:
     return f"{a.dtype} {tuple(a.shape)}"
 
 
-def _check_tensor(kname: str, g: vm.GlobalTensor, shape: tuple[int, ...], value, written: bool) -> np.ndarray:
+def check_tensor(kname: str, g: vm.GlobalTensor, shape: tuple[int, ...], value, written: bool) -> np.ndarray:
     where = f"{kname}: argument '{g.name}'"
     if not isinstance(value, np.ndarray):
         raise TLLaunchError(f"{where} must be a numpy array ({g.dtype.name}{list(shape)}), "
@@ -433,7 +433,7 @@ def _check_tensor(kname: str, g: vm.GlobalTensor, shape: tuple[int, ...], value,
             raise TLLaunchError(f"{where} must be {np.dtype(native)} of shape {shape}, "
                                 f"got {_describe(value)}")
     else:
-        ml_name = _ML_DTYPES_NAMES.get(g.dtype.name)
+        ml_name = ML_DTYPES_NAMES.get(g.dtype.name)
         if ml_name is not None and value.dtype.name == ml_name:
             if tuple(value.shape) != shape:
                 raise TLLaunchError(f"{where} must be {ml_name} of shape {shape}, got {_describe(value)}")

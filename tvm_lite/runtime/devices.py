@@ -1,4 +1,5 @@
-"""What hardware this process can use, probed without side effects."""
+"""What hardware this process can use, probed without side effects beyond
+initializing the CUDA driver (runtime/cuda.py) when it is present."""
 from __future__ import annotations
 
 import functools
@@ -6,16 +7,17 @@ import functools
 
 @functools.lru_cache(maxsize=1)
 def has_cuda_gpu() -> bool:
-    """True when cuda-python is installed, a driver loads and a GPU answers."""
+    """True when cuda-python is installed, a driver loads and a GPU answers.
+    Never raises."""
     try:
-        from cuda.bindings import driver
+        from ..errors import TLError
+        from .cuda import ensure_context
     except ImportError:
         return False
     try:
-        (err,) = driver.cuInit(0)
-        if err != driver.CUresult.CUDA_SUCCESS:
-            return False
-        err, count = driver.cuDeviceGetCount()
-        return err == driver.CUresult.CUDA_SUCCESS and count > 0
-    except Exception:  # the bindings raise when no driver library exists
+        ensure_context()
+        return True
+    except TLError:
+        return False
+    except Exception:   # belt and braces: a probe must not fail the caller
         return False
