@@ -87,12 +87,25 @@ a = np.arange(100, dtype=np.float32) * 0.5
 c = np.zeros(100, np.float32)
 mod.vector_add(100, a, a, c)
 assert (c == a + a).all()
+if sys.argv[1] == "warm":   # a cache hit needs no parser, code generator or networkx
+    eager = {"lark", "networkx", "tvm_lite.backends.cpu_codegen", "cuda.bindings"} & set(sys.modules)
+    assert not eager, eager
 """
     env = dict(__import__("os").environ, TL_CACHE_DIR=str(tmp_path))
     for phase in ("cold", "warm"):
         done = subprocess.run([sys.executable, "-c", script, phase], env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
     assert list(tmp_path.rglob("*.bin"))
+
+
+def test_importing_the_package_loads_no_heavy_dependency_it_may_not_need():
+    import subprocess
+    import sys
+    script = ("import sys, tvm_lite\n"
+              "print(sorted({m.split('.')[0] for m in sys.modules} & {'networkx', 'llvmlite', 'cuda', 'lark'}))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 FLOAT_TYPES = ["f16", "bf16", "f8e4m3", "f8e5m2", "f6e3m2", "f6e2m3", "f4e2m1", "f3e1m1", "f5e2m2",

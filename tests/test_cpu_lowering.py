@@ -539,7 +539,7 @@ def test_fused_integer_chain_with_broadcast_and_division_by_zero(rng):
 def test_f16_without_f16c_uses_the_integer_codec(rng, monkeypatch):
     """Hosts without F16C encode and decode f16 with integer operations: same bits."""
     from tvm_lite.backends import cpu_codegen
-    from tvm_lite.backends.cpu_math import STATUS_MESSAGES
+    from tvm_lite.runtime.cpu_launch import STATUS_MESSAGES
     from tvm_lite.backends.llvm import CodeLibrary, host
     from tvm_lite.runtime.cpu_launch import KERNEL_SIGNATURE, launch
     real = host()

@@ -21,10 +21,12 @@ QMATMUL_VM_U3_BN64 = """\
 kernel qmatmul(m: i32, n: i32, k: i32, %a: global f16[m, k], %b: global u3[k, n], %s: global f16[cdiv(k, 128), n], %c: global f16[m, n])
     warps=4 grid=(cdiv(m, 16), cdiv(n, 64)):
   %acc: reg f32[16, 64] = full(0.0)
+  inv$0: i32 = block.x * 16
+  inv$1: i32 = block.y * 64
   for kt in range(0, cdiv(k, 64), 1):
-    %ta: reg f16[16, 64] = load(%a, offsets=[block.x * 16, kt * 64])
-    %tb: reg u3[64, 64] = load(%b, offsets=[kt * 64, block.y * 64])
-    %ts: reg f16[1, 64] = load(%s, offsets=[kt * 64 >> 7, block.y * 64])
+    %ta: reg f16[16, 64] = load(%a, offsets=[inv$0, kt * 64])
+    %tb: reg u3[64, 64] = load(%b, offsets=[kt * 64, inv$1])
+    %ts: reg f16[1, 64] = load(%s, offsets=[kt * 64 >> 7, inv$1])
     %acc_1: reg f16[64, 64] = cast(%tb)
     %acc_2: reg f16[64, 64] = elementwise(*, [%acc_1, %ts])
     %acc_3: reg f32[16, 64] = dot(%ta, %acc_2, acc=%acc)

@@ -1,6 +1,7 @@
 """tl.compile's inputs and the parser's set-up: paths, constants, caches, strict grammar."""
 import glob
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -124,3 +125,16 @@ def test_kernel_names_and_module_listing():
     assert [k.name for k in mod] == ["copy", "qmatmul"]
     assert mod.copy is mod["copy"]
     assert "def copy[R: int = 64]" in mod.source("ast")
+
+
+@pytest.mark.parametrize("payload", [b"\x80\x05not a pickle", pickle.dumps("not an AST")])
+def test_an_unusable_ast_cache_entry_is_parsed_again(payload, monkeypatch, tmp_path):
+    from tvm_lite.runtime.cache import CompileCache
+    monkeypatch.setattr(compile_module, "_parse_cache", type(compile_module._parse_cache)())
+    monkeypatch.setattr(compile_module, "_ast_cache", CompileCache(tmp_path))
+    key = compile_module._ast_key(COPY, "<string>")
+    compile_module._ast_cache.put(key, payload)
+    assert compile_module.parse_cached(COPY, "<string>") == parse(COPY, "<string>")
+    # ... and the entry now holds the AST, which a new process loads without parsing.
+    compile_module._ast_cache.clear_memory()
+    assert compile_module._load_ast(key) == parse(COPY, "<string>")

@@ -45,9 +45,9 @@ def test_dump_and_timing_instruments(tmp_path, monkeypatch, capsys):
     tl.compile(SRC, target="interp")
     files = sorted(p.name for p in (tmp_path / "dumps").iterdir())
     assert files == ["keep.txt", "string.00_input.vm", "string.01_simplify.vm",
-                     "string.02_eliminate_dead_code.vm"]
+                     "string.02_hoist_loop_invariants.vm", "string.03_eliminate_dead_code.vm"]
     before = (tmp_path / "dumps" / "string.01_simplify.vm").read_text()
-    after = (tmp_path / "dumps" / "string.02_eliminate_dead_code.vm").read_text()
+    after = (tmp_path / "dumps" / "string.03_eliminate_dead_code.vm").read_text()
     assert "%unused" in before and "%unused" not in after
     err = capsys.readouterr().err
     assert "simplify" in err and "eliminate_dead_code" in err and "total" in err

@@ -11,22 +11,15 @@ compiler's own sources, so a warm compile skips LLVM entirely.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 import struct
 import threading
-from pathlib import Path
-
-import llvmlite.ir as ir
 
 from ..errors import TLError
 from ..ir import vm
 from ..ir.printer import format_kernel
 from ..runtime.args import plan_arguments
-from ..runtime.cache import CompileCache, cache_key
-from ..runtime.cpu_launch import KERNEL_SIGNATURE, launch
-from .cpu_codegen import KernelCodegen
-from .cpu_math import STATUS_MESSAGES
+from ..runtime.cache import CompileCache, cache_key, compiler_digest
+from ..runtime.cpu_launch import KERNEL_SIGNATURE, STATUS_MESSAGES, launch
 from .llvm import CodeLibrary, host
 
 STAGES = ("llvm", "asm", "llvm-unoptimized")
@@ -34,23 +27,16 @@ STAGES = ("llvm", "asm", "llvm-unoptimized")
 
 def lower_to_llvm(kernel: vm.Kernel, symbol: str) -> str:
     """LLVM IR text of the kernel's entry function, named `symbol`."""
+    # Imported here: a kernel loaded from the compile cache never needs the
+    # code generator (or llvmlite.ir), which would add tens of ms to a cold start.
+    import llvmlite.ir as ir
+
+    from .cpu_codegen import KernelCodegen
+
     module = ir.Module(name=kernel.name)
     module.triple = host().triple
     KernelCodegen(kernel, module, symbol).build()
     return str(module)
-
-
-@functools.lru_cache(maxsize=1)
-def compiler_digest() -> str:
-    """A hash of the compiler's own sources: a codegen change is a new key even
-    when the package version stays the same."""
-    root = Path(__file__).resolve().parent.parent
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        if path.suffix in (".py", ".lark"):
-            h.update(path.relative_to(root).as_posix().encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def kernel_cache_key(kernel: vm.Kernel) -> str:

@@ -3,7 +3,7 @@
 Assumes: a verified VM kernel.
 Guarantees: a function `i32 @<symbol>(ptr args, i64 begin, i64 end)` that runs
 blocks [begin, end) of the grid (block.x fastest) with the interpreter's
-semantics, and returns 0, or a status code (cpu_math.STATUS_*) for integer
+semantics, and returns 0, or a status code (runtime.cpu_launch.STATUS_*) for integer
 division by zero, an out-of-range shared access or a zero range step. `args`
 holds one 8-byte slot per parameter: integers, float64 bits or addresses.
 
@@ -21,6 +21,9 @@ vectorizer turns the inner loops into SIMD. A run of consecutive casts and
 element-wise instructions with one output shape becomes a single loop nest
 (cpu_compute.lower_fused): intermediate tiles used only inside the run are
 never stored, and a dot right after the run gets its operands decoded there.
+An f32 run is lowered with explicit LLVM vectors instead (cpu_vector), as
+are global loads and stores of interior windows (cpu_memory); the vector
+width is the contiguity query's run capped at the host's SIMD width.
 A load of a packed tile that is cast to f32 and multiplied by a dot goes to
 cpu_qdot, which decodes it in AVX-512 registers inside the FMA loop.
 """
@@ -36,7 +39,8 @@ import llvmlite.ir as ir
 from ..errors import TLTargetError
 from ..ir import vm
 from ..runtime.args import canonical_scalar
-from .cpu_math import STATUS_ZERO_STEP, Math, is_true
+from ..runtime.cpu_launch import STATUS_ZERO_STEP
+from .cpu_math import Math, is_true
 from .cpu_registry import lowering_for, register_lowering
 from .cpu_types import F32, F64, I1, I8, I32, I64, Convert, compute_type, is_float_type, is_u64, \
     row_major_strides, storage_type
@@ -258,11 +262,15 @@ class KernelCodegen:
             # A dot right after the group takes its operands decoded by the group's loop.
             dot_operands = {(t, after) for t in (after.a, after.b) if any(s.out is t for s in group)} \
                 if isinstance(after, vm.Dot) and group else set()
-            if len(group) > 1 or dot_operands:
+            width = cpu_vector.chain_width(group, dot_operands)
+            if len(group) > 1 or dot_operands or width > 1:
                 extra = {id(t): sum(1 for u in (after.a, after.b) if u is t) for t, _ in dot_operands}
                 keep = {id(s.out) for s in group
                         if self.uses[id(s.out)] > _uses_within(group, s.out) + extra.get(id(s.out), 0)}
-                cpu_compute.lower_fused(self, group, keep, dot_operands)
+                if width > 1:    # f32 chains: explicit vectors of the contiguous run's width
+                    cpu_vector.lower_chain(self, group, keep, width)
+                else:
+                    cpu_compute.lower_fused(self, group, keep, dot_operands)
                 i += len(group)
                 continue
             lowering_for(type(stmts[i]), TARGET)(self, stmts[i])
@@ -370,6 +378,8 @@ def _signed64(v: int) -> int:
 
 
 def _type_suffix(t: ir.Type) -> str:
+    if isinstance(t, ir.VectorType):
+        return f"v{t.count}{_type_suffix(t.element)}"
     if t == F64:
         return "f64"
     if t == F32:
@@ -487,6 +497,6 @@ def lower_wait_async(cg: KernelCodegen, s: vm.WaitAsync) -> None:
 
 
 # The instruction lowerings register themselves on import.
-from . import cpu_compute, cpu_dot, cpu_memory, cpu_qdot, cpu_shapes  # noqa: E402,F401
+from . import cpu_compute, cpu_dot, cpu_memory, cpu_qdot, cpu_shapes, cpu_vector  # noqa: E402,F401
 
 __all__ = ["KernelCodegen", "GlobalArg", "TARGET"]

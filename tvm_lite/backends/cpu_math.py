@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import llvmlite.ir as ir
 
+from ..runtime.cpu_launch import STATUS_DIV_ZERO
 from .cpu_types import F64, I1, I64, is_float_type
 
-STATUS_OK, STATUS_DIV_ZERO, STATUS_SHARED_RANGE, STATUS_ZERO_STEP = 0, 1, 2, 3
-STATUS_MESSAGES = {STATUS_DIV_ZERO: "integer division by zero",
-                   STATUS_SHARED_RANGE: "shared memory access out of range",
-                   STATUS_ZERO_STEP: "range step is 0"}
 _FAST = ("reassoc", "contract")
 _CMP = {"LT": "<", "LE": "<=", "GT": ">", "GE": ">=", "EQ": "==", "NE": "!="}
 COMPARISONS = frozenset(_CMP)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional
-
-from lark import Lark, Token
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from typing import TYPE_CHECKING, Optional
 
 from ..errors import SourceLocation, TLSyntaxError
+
+if TYPE_CHECKING:   # lark is imported when a parse fails, not by every user of `location`
+    from lark import Lark, Token
+    from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 
 def source_lines(source: str) -> list[str]:
@@ -384,6 +385,8 @@ def _unexpected_token(err: UnexpectedToken, source: str, filename: str, parser: 
 
 def convert(err: UnexpectedInput, source: str, filename: str, parser: Lark) -> TLSyntaxError:
     """The TLSyntaxError for one of lark's parse errors."""
+    from lark.exceptions import UnexpectedCharacters, UnexpectedToken
+
     if isinstance(err, UnexpectedCharacters):
         return _unexpected_character(err, source, filename)
     if isinstance(err, UnexpectedToken):

@@ -97,8 +97,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import networkx as nx
-
 from ..errors import TLCompileError, TLLayoutError
 from ..ir import vm
 from ..ir.layout import (RegisterLayout, canonicalize, concat, divide, local, mma_m16n8k16_a, mma_m16n8k16_b,
@@ -435,6 +433,8 @@ class _Solver:
     def __init__(self, kernel: vm.Kernel):
         self.kernel = kernel
         self.T = kernel.num_threads
+        import networkx as nx   # here, not at import time: it costs a new process ~100 ms
+
         self.graph = nx.MultiDiGraph()
         self.tensor: dict[int, vm.RegisterTensor] = {}
         self.defn: dict[int, Any] = {}            # first definition of each tile

@@ -65,5 +65,7 @@ def _dump(directory: str, number: int, name: str, program: vm.Program) -> None:
 def default_vm_passes() -> list[Pass]:
     """The target-independent VM pipeline every compile runs."""
     from .dead_code import eliminate_dead_code
+    from .hoist import hoist_loop_invariants
     from .simplify import simplify
-    return [Pass("simplify", simplify), Pass("eliminate_dead_code", eliminate_dead_code)]
+    return [Pass("simplify", simplify), Pass("hoist_loop_invariants", hoist_loop_invariants),
+            Pass("eliminate_dead_code", eliminate_dead_code)]

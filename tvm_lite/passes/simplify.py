@@ -12,7 +12,7 @@ for every value of its variables (a law the tests check with hypothesis):
   for *, as integer arithmetic wraps identically either way;
 * `select` with a constant condition and casts of constants are folded.
 Float expressions are only constant-folded: x * 0 is not 0 for NaN or inf.
-Loop-invariant code motion is left to LLVM, which sees the same loops.
+Loop-invariant expressions are then hoisted out of loops by passes/hoist.py.
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import tempfile
@@ -36,6 +37,19 @@ def cache_key(**inputs) -> str:
     for name in sorted(inputs) + ["__version__"]:
         value = __version__ if name == "__version__" else inputs[name]
         h.update(f"{name}={value!r};".encode())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def compiler_digest() -> str:
+    """A hash of the compiler's own sources: a codegen change is a new key even
+    when the package version stays the same."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".py", ".lark"):
+            h.update(path.relative_to(root).as_posix().encode())
+            h.update(path.read_bytes())
     return h.hexdigest()
 
 

@@ -26,6 +26,11 @@ from ..ir import vm
 from .args import ArgumentPlan, BoundArguments, bind_arguments, eval_expr
 
 KERNEL_SIGNATURE = (ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
+# The status codes a kernel returns (part of the ABI; the code generator emits them).
+STATUS_OK, STATUS_DIV_ZERO, STATUS_SHARED_RANGE, STATUS_ZERO_STEP = 0, 1, 2, 3
+STATUS_MESSAGES = {STATUS_DIV_ZERO: "integer division by zero",
+                   STATUS_SHARED_RANGE: "shared memory access out of range",
+                   STATUS_ZERO_STEP: "range step is 0"}
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
