@@ -49,9 +49,34 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(params=["interp", "cpu"])
+def kernel_targets():
+    """The targets every kernel test runs on: the reference interpreter, the CPU
+    backend, the thread-IR emulator for sm_80 and sm_90, and, when this machine has
+    an NVIDIA GPU, the real device (marked `gpu`, so `pytest -m gpu` runs them)."""
+    from tvm_lite.runtime.devices import has_cuda_gpu
+
+    params = [pytest.param("interp", id="interp"), pytest.param("cpu", id="cpu"),
+              pytest.param("cuda-emu:sm_80", id="emu-sm80"), pytest.param("cuda-emu:sm_90", id="emu-sm90")]
+    if has_cuda_gpu():
+        params.append(pytest.param("cuda", id="cuda", marks=pytest.mark.gpu))
+    return params
+
+
+def is_gpu_target(target: str) -> bool:
+    """cuda-emu and cuda: the targets that run the lowered thread IR."""
+    return target.startswith("cuda")
+
+
+def skip_on_gpu(target: str, reason: str) -> None:
+    """Skip a test of interp/cpu semantics that GPUs do not have (language.md section 3).
+    `reason` says which semantic difference it is."""
+    if is_gpu_target(target):
+        pytest.skip(f"{target}: {reason}")
+
+
+@pytest.fixture(params=kernel_targets())
 def target(request):
-    """Every kernel test runs on the reference interpreter and on the CPU backend."""
+    """Every kernel test runs on every target of kernel_targets()."""
     return request.param
 
 

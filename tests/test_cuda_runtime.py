@@ -61,6 +61,8 @@ ENTRY_POINTS = {
     "time_ms": lambda: tl.cuda.time_ms(lambda: None),
     "load_module": lambda: rt.load_module(".version 8.0\n.target sm_80\n.address_size 64\n"),
     "memcpy": lambda: rt.memcpy_dtod(0, 0, 0),
+    "quant_matmul": lambda: tl.ops.quant_matmul(
+        np.ones((2, 64), np.float16), tl.quantize(np.ones((64, 32), np.float32), "u4", 32), target="cuda"),
     "bench": lambda: __import__("tvm_lite.runtime.bench_cuda", fromlist=["x"]).run_cuda_bench(("u4",), (1,), (64,), 64),
 }
 
@@ -335,3 +337,17 @@ def test_gpu_compiled_kernel_end_to_end(rng):
     dz = tl.cuda.empty(n, np.float32)
     mod.vadd(n, tl.cuda.to_device(x), tl.cuda.to_device(y), dz)
     np.testing.assert_array_equal(dz.numpy(), x + y)
+
+
+@pytest.mark.gpu
+def test_gpu_byte_arithmetic(rng):
+    """8-bit values in 16-bit registers (backends/ptx.py _reg_bits) on the device."""
+    from test_ptx import byte_kernel, byte_reference
+    n = 1000
+    x = rng.integers(0, 256, n, dtype=np.uint8)
+    y = rng.integers(-128, 128, n, dtype=np.int8)
+    y[:2] = (-128, 127)
+    outs = (tl.cuda.zeros(n, np.uint8), tl.cuda.zeros(n, np.int8), tl.cuda.zeros(n, np.int32))
+    _run(byte_kernel(64), (-(-n // 64), 1, 1), (tl.cuda.to_device(x), tl.cuda.to_device(y)) + outs + (n,))
+    for got, want in zip(outs, byte_reference(x, y)):
+        np.testing.assert_array_equal(got.numpy(), want)

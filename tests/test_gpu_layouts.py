@@ -89,18 +89,26 @@ def test_every_tile_gets_an_exact_layout_over_all_threads(case, warps):
             assert dot.acc.layout == dot.out.layout
 
 
-@pytest.mark.parametrize("wt", ["u4", "u3", "u2", "u8", "f6e3m2"])
+@pytest.mark.parametrize("wt", ["u4", "u3", "u2", "u8", "f6e3m2", "u1", "u5", "u7"])
 @pytest.mark.parametrize("warps", WARPS)
 def test_weight_load_reads_16_contiguous_bytes_per_thread(wt, warps):
+    """16-byte runs where the tile has enough of them for every thread; else
+    (packed types: 64 x 128 u3 is 64 rows of 48 bytes) runs of whole 32-bit
+    words short enough that no thread holds a replica."""
     out = infer(vm_kernel(OPS_QMATMUL, warps, WT=wt))
     (load,) = [s for s in instrs(out, vm.Load) if s.src.name == "b"]
     layout, bits = load.out.layout, load.out.dtype.nbits
     run = contiguous_dim_run(layout, 1)          # row pitch unknown: runs stay in one row
-    assert run * bits % 128 == 0 and run * bits >= 128
-    # every run starts on a 16-byte boundary of the tile (rows of BN elements are whole chunks)
+    tile_bits = math.prod(load.out.shape) * bits
+    chunk = math.lcm(128, bits)                  # whole 16-byte chunks of whole fields
+    if tile_bits < chunk * warps * 32:
+        chunk = math.lcm(32, bits)
+        assert layout.replication == 1
+    assert run * bits % chunk == 0 and run * bits >= chunk
+    # every run starts on a chunk boundary of the tile (rows of BN elements are whole chunks)
     offsets = local_offsets(layout, (load.out.shape[1], 1))
     starts = offsets[:, ::run]
-    assert np.all(starts * bits % 128 == 0)
+    assert np.all(starts * bits % chunk == 0)
     # and the weights are dequantized in that layout: no sub-byte tile is ever converted
     for cvt in instrs(out, vm.ConvertLayout):
         assert cvt.src.dtype.nbits >= 8

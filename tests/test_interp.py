@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tvm_lite as tl
-from conftest import EXAMPLES
+from conftest import EXAMPLES, is_gpu_target
 
 TARGETS = ["interp", "cpu"]
 
@@ -151,7 +151,10 @@ def ops(x: f32[32], y: f32[32], out: f32[8, 32]):
     run(src, target, x, y, out)
     a, b = x.astype(np.float64), y.astype(np.float64)
     ref = np.stack([a + b, a - b, a * b, a / b, np.minimum(a, b), np.maximum(a, b), np.abs(a), np.exp(a)])
-    np.testing.assert_allclose(out, ref, rtol=2 ** -23)
+    np.testing.assert_allclose(out[:7], ref[:7], rtol=2 ** -23)
+    # GPUs compute exp as ex2.approx(x * log2(e)): the product's rounding costs |x| * 2^-24 of
+    # relative error and ex2.approx.f32 adds up to 2 ulp (PTX ISA), so 2^-20 for |x| < 8.
+    np.testing.assert_allclose(out[7], ref[7], rtol=2 ** -20 if is_gpu_target(target) else 2 ** -23)
 
 
 def test_integer_ops_floor_semantics(target, rng):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 T = pytest.importorskip("tvm_lite.ir.thread")
@@ -271,7 +272,48 @@ def dequant_kernel(threads: int = 64) -> "T.ThreadKernel":
     return T.ThreadKernel("dequant_u4", (pw, ps, pout, pn), threads, 0, tuple(body), ())
 
 
+def byte_kernel(threads: int = 64) -> "T.ThreadKernel":
+    """8-bit arithmetic, which PTX has only for ld/st/cvt: the printer keeps
+    u8/s8 values extended in 16-bit registers. Per element i < n:
+    ou[i] = (x[i] * 3 + 200) mod 256 (u8), os[i] = max(-y[i], 5) (s8, -(-128) wraps),
+    ow[i] = (ou[i] < 100 ? os[i] : ou[i] >> 1) as s32."""
+    r = Regs()
+    px, py, pou, pos, pow_, pn = (r("u64", "x"), r("u64", "y"), r("u64", "ou"), r("u64", "os"),
+                                   r("u64", "ow"), r("s32", "n"))
+    body: list = [T.Comment("byte arithmetic")]
+    gid = global_index(r, body)
+    inr = r("pred", "inr")
+    body.append(T.Setp(T.Cmp.LT, inr, gid, pn))
+    x, y, u, sneg, smax, half = (r("u8", "x"), r("s8", "y"), r("u8", "u"), r("s8", "neg"), r("s8", "mx"),
+                                 r("u8", "half"))
+    small, pick, wide = r("pred", "small"), r("s8", "pick"), r("s32", "w")
+    body += [T.Mov(x, imm(0, "u8")), T.Mov(y, imm(0, "s8")),
+             T.Load((x,), G, element_address(r, body, px, gid, 1), 0, inr),
+             T.Load((y,), G, element_address(r, body, py, gid, 1), 0, inr),
+             T.Fma(u, x, imm(3, "u8"), imm(200, "u8")),
+             T.Unary(T.UnOp.NEG, sneg, y),
+             T.Binary(T.BinOp.MAX, smax, sneg, imm(5, "s8")),
+             T.Binary(T.BinOp.SHR, half, u, imm(1, "u8")),
+             T.Setp(T.Cmp.LT, small, u, imm(100, "u8")),
+             T.Selp(pick, smax, half, small),
+             T.Cvt(wide, pick)]
+    body += [T.Store(G, element_address(r, body, pou, gid, 1), 0, (u,), inr),
+             T.Store(G, element_address(r, body, pos, gid, 1), 0, (smax,), inr),
+             T.Store(G, element_address(r, body, pow_, gid, 4), 0, (wide,), inr)]
+    return T.ThreadKernel("bytes", (px, py, pou, pos, pow_, pn), threads, 0, tuple(body), ())
+
+
+def byte_reference(x, y):
+    """numpy's answer for byte_kernel."""
+    u = ((x.astype(np.int64) * 3 + 200) % 256).astype(np.uint8)
+    neg = (-y.astype(np.int64)).astype(np.int8)          # -(-128) wraps to -128
+    mx = np.maximum(neg, np.int8(5))
+    w = np.where(u < 100, mx.astype(np.int32), (u >> 1).astype(np.int32))
+    return u, mx, w.astype(np.int32)
+
+
 KERNELS = {
+    "bytes": byte_kernel,
     "vector_add": vector_add_kernel,
     "mma_f16": lambda: mma_kernel("f16", "M16N8K16"),
     "mma_bf16": lambda: mma_kernel("bf16", "M16N8K16"),
@@ -404,3 +446,43 @@ def test_unprintable_statement_is_a_compile_error():
     k = T.ThreadKernel("bad", (), 32, 0, (T.Unary(T.UnOp.SQRT, p, p),), ())
     with pytest.raises(TLCompileError):
         emit_ptx(k, 80)
+
+
+def test_byte_registers_are_16_bit():
+    """PTX has no 8-bit mov/add/setp/selp: 8-bit values live in .b16 registers,
+    loads extend (ld.u8 / ld.s8), results of arithmetic are re-extended."""
+    ptx = emit_ptx(byte_kernel(), 80)
+    assert ".reg .b8" not in ptx and "mov.b8" not in ptx
+    assert re.search(r"ld\.global\.u8 ", ptx) and re.search(r"ld\.global\.s8 ", ptx)
+    assert "mad.lo.u16" in ptx and "neg.s16" in ptx and "max.s16" in ptx and "setp.lo.u16" in ptx
+    assert "and.b16" in ptx and "cvt.s16.s8" in ptx          # re-extension after mad / neg
+    assert "st.global.u8" in ptx and "st.global.s8" in ptx
+
+
+def test_byte_kernel_matches_numpy_in_the_emulator(rng):
+    """The thread IR semantics the printer must keep (the GPU runs the same
+    kernel in test_cuda_runtime.py)."""
+    from tvm_lite.backends.emulator import run_thread_kernel
+    n = 100
+    x = rng.integers(0, 256, n, dtype=np.uint8)
+    y = rng.integers(-128, 128, n, dtype=np.int8)
+    y[:2] = (-128, 127)
+    ou, os_, ow = np.zeros(n, np.uint8), np.zeros(n, np.int8), np.zeros(n, np.int32)
+    k = byte_kernel(64)
+    names = [p.name for p in k.params]
+    run_thread_kernel(k, -(-n // 64), dict(zip(names, (x, y, ou, os_, ow))), {names[-1]: n})
+    for got, want in zip((ou, os_, ow), byte_reference(x, y)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_missing_nvjitlink_library_is_a_target_error(monkeypatch):
+    from cuda.bindings import nvjitlink
+    from tvm_lite.backends import nvjitlink as nj
+    from tvm_lite.errors import TLTargetError
+
+    def missing(*args):
+        raise RuntimeError("Failure finding libnvJitLink.so")
+    monkeypatch.setattr(nvjitlink, "create", missing)
+    monkeypatch.setattr(nj, "_cache", {})
+    with pytest.raises(TLTargetError, match="nvJitLink library"):
+        compile_ptx(emit_ptx(byte_kernel(), 80), 80)

@@ -1,4 +1,4 @@
-"""ops/quant_gemv.tl on interp and cpu against numpy float64.
+"""ops/quant_gemv.tl on interp, cpu and the GPU targets against numpy float64.
 
 c = a @ W with W[k, n] = (value(b[k, n]) - zero) * s[k // G, n]. Packed
 weights come from tl.pack and the reference from tl.unpack. The shapes are
@@ -99,7 +99,6 @@ def test_rows(rng, wt, m):
 
 
 @pytest.mark.parametrize("wt", ["u4", "u5", "f4e2m1"])
-@pytest.mark.parametrize("target", ["cpu", "interp"])
 def test_zero_points(rng, wt, target):
     c, ref = run(target, rng, wt, 32, 2, 96, 136, zero=True)
     check(c, ref)
@@ -112,7 +111,6 @@ def test_activation_types(rng, at):
 
 
 @pytest.mark.parametrize("wt", ["u3", "i7", "f5e2m2"])
-@pytest.mark.parametrize("target", ["cpu", "interp"])
 def test_small_tiles(rng, wt, target):
     """Odd tile constants: a k tile (64) that does not divide the group (96),
     so the kernel masks the part of a tile past its group; bands that do not

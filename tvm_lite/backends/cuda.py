@@ -3,6 +3,7 @@
     k = CUDAKernel(vm_kernel, target)   # lowers and prints PTX (no GPU needed)
     k.source("thread" | "ptx")
     k.resources()                       # ptxas figures through nvJitLink (no GPU needed)
+    k.source("resources")               # the same figures as one line of text
     k(*args, **kwargs)                  # binds, checks, launches (needs a GPU)
     k.launch(*args, stream=s, **kwargs) # the same on a given stream
 
@@ -22,7 +23,7 @@ from ..errors import TLError, TLTargetError
 from ..ir import vm
 from ..runtime.target import Target
 
-STAGES = ("thread", "ptx")
+STAGES = ("thread", "ptx", "resources")
 
 
 class CUDAKernel:
@@ -51,6 +52,9 @@ class CUDAKernel:
         if stage == "thread":
             from ..ir.thread import format_thread_kernel
             return format_thread_kernel(self.thread_kernel)
+        if stage == "resources":
+            from .ptx_resources import format_resources
+            return format_resources(self.resources(), self.target.sm)
         raise TLError(f"target 'cuda' has stages {', '.join(repr(s) for s in STAGES)}, not {stage!r}")
 
     def compiled(self):

@@ -77,6 +77,21 @@ class CompiledKernel:
     slots: dict          # Reg -> slot
     run: object          # callable(BlockState)
 
+    def initial_registers(self, seed: int) -> list:
+        """Random bits for every register (read-only arrays, in slot order), so that
+        reading an unwritten register gives nonsense, not zeros. Drawn in one call:
+        kernels have up to ~10^4 registers."""
+        rng = np.random.default_rng(seed)
+        ordered = sorted(self.slots.items(), key=lambda kv: kv[1])
+        bits = rng.integers(0, 1 << 63, (len(ordered), self.threads), dtype=np.uint64)
+        bits ^= rng.integers(0, 2, bits.shape, dtype=np.uint64) << np.uint64(63)
+        regs = []
+        for (reg, _), row in zip(ordered, bits):
+            arr = (row & np.uint64(1)).astype(bool) if reg.type.is_pred else row.astype(V.raw_dtype(reg.type))
+            arr.setflags(write=False)
+            regs.append(arr)
+        return regs
+
 
 def _where(s: T.Stmt) -> str:
     return format_stmt(s)
@@ -253,6 +268,11 @@ class _Compiler:
             fn = V.int_binary_fn(op, t, src_t)
             return lambda st: w(st, fn(ra(st), rb(st)))
         ra = self.reader(s.a, t, s)
+        if op in (T.BinOp.SHL, T.BinOp.SHR) and isinstance(s.b, T.Imm) and 0 <= int(s.b.value) < t.nbits:
+            # A constant amount below the width: one numpy shift (>> is arithmetic on signed types).
+            amount = V.typed_dtype(t).type(int(s.b.value))
+            shift = np.left_shift if op is T.BinOp.SHL else np.right_shift
+            return lambda st: w(st, shift(ra(st), amount))
         if op in (T.BinOp.SHL, T.BinOp.SHR):
             rb = self.as_int64(s.b, s)
         else:
@@ -299,10 +319,10 @@ class _Compiler:
             raise EmulatorError(f"emulator: cvt between {st_} and {dt_} in `{_where(s)}`")
         w = self.writer(s.dst, s)
         r = self.reader(s.src, st_, s)
-        rounding, sat = s.rounding, s.saturate
         out = V.typed_dtype(dt_)
+        fn = V.cvt_fn(st_, dt_, s.rounding, s.saturate)
 
-        return lambda st: w(st, np.asarray(V.cvt(r(st), st_, dt_, rounding, sat)).astype(out, copy=False))
+        return lambda st: w(st, np.asarray(fn(r(st))).astype(out, copy=False))
 
     def c_CvtPack(self, s: T.CvtPack):
         t = s.dst.type
@@ -327,6 +347,9 @@ class _Compiler:
     def c_Prmt(self, s: T.Prmt):
         w = self.writer(s.dst, s)
         ra, rb, rc = (self.reader(x, T.b32, s) for x in (s.a, s.b, s.selector))
+        if isinstance(s.selector, T.Imm):
+            gather = V.prmt_imm_fn(int(s.selector.value) & 0xFFFF)
+            return lambda st: w(st, gather(ra(st), rb(st)))
         return lambda st: w(st, V.prmt(ra(st), rb(st), rc(st)))
 
     def c_Shf(self, s: T.Shf):
@@ -823,19 +846,15 @@ def run_blocks(prog: CompiledKernel, grid: tuple[int, int, int], gmem: GlobalMem
                param_values: dict, seed: int = 0) -> None:
     """Run every block of `grid` (x fastest). `param_values`: Reg -> raw bits (int)."""
     n = prog.threads
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed + 1)      # shared-memory garbage
     kernel = prog.kernel
-    # Garbage for every register so that reading an unwritten one gives nonsense, not zeros.
-    garbage = []
-    for reg, slot in sorted(prog.slots.items(), key=lambda kv: kv[1]):
-        if reg in param_values:
-            arr = np.full(n, param_values[reg], V.raw_dtype(reg.type))
-        elif reg.type.is_pred:
-            arr = rng.integers(0, 2, n).astype(bool)
-        else:
-            arr = rng.integers(0, 1 << min(reg.type.nbits, 63), n, dtype=np.uint64).astype(V.raw_dtype(reg.type))
-        arr.setflags(write=False)
-        garbage.append(arr)
+    garbage = prog.initial_registers(seed)
+    for reg, value in param_values.items():
+        slot = prog.slots.get(reg)
+        if slot is not None:
+            arr = np.full(n, value, V.raw_dtype(reg.type))
+            arr.setflags(write=False)
+            garbage[slot] = arr
     gx, gy, gz = grid
     with np.errstate(all="ignore"):
         for z in range(gz):

@@ -123,10 +123,15 @@ class SharedMemory:
         self.data = rng.integers(0, 256, nbytes, dtype=np.uint8)
         self.last_writer = np.full(nbytes, -1, np.int32)
         self.write_epoch = np.full(nbytes, -1, np.int64)
-        self.reader = np.full(nbytes, -1, np.int32)       # -2: several threads
+        # The smallest and largest reader thread of each byte in its read epoch: one
+        # reader when they agree; a write by any other thread is a race.
+        self.reader_min = np.zeros(nbytes, np.int32)
+        self.reader_max = np.zeros(nbytes, np.int32)
         self.read_epoch = np.full(nbytes, -1, np.int64)
         self.pending = np.zeros(nbytes, bool)
+        self.any_pending = False        # some cp.async in flight (else no byte is pending)
         self.epoch = 0
+        self.written_in_epoch = False   # else no read can race with a write
 
     # -- addressing
     def offsets(self, addr: np.ndarray, width: int, tids, where: str, what: str = "shared access") -> np.ndarray:
@@ -143,6 +148,8 @@ class SharedMemory:
 
     # -- checks
     def _check_pending(self, idx, tids, where, verb: str) -> None:
+        if not self.any_pending:
+            return
         p = self.pending[idx]
         if p.any():
             k = int(np.argmax(p.any(axis=1)))
@@ -152,6 +159,8 @@ class SharedMemory:
                          f"still in flight (no cp.async.wait_group covering it yet)")
 
     def _check_raw(self, idx, tids, where) -> None:
+        if not self.written_in_epoch:
+            return
         lw = self.last_writer[idx]
         bad = (self.write_epoch[idx] == self.epoch) & (lw >= 0) & (lw != tids[:, None])
         if bad.any():
@@ -163,13 +172,14 @@ class SharedMemory:
                          f"{int(lw[k, j])} with no bar.sync in between (missing barrier)")
 
     def _check_war(self, idx, tids, where) -> None:
-        r = self.reader[idx]
-        bad = (self.read_epoch[idx] == self.epoch) & (r != -1) & (r != tids[:, None])
+        lo, hi = self.reader_min[idx], self.reader_max[idx]
+        t = tids[:, None]
+        bad = (self.read_epoch[idx] == self.epoch) & ((lo != t) | (hi != t))
         if bad.any():
             k = int(np.argmax(bad.any(axis=1)))
             j = int(np.argmax(bad[k]))
             byte = int(idx[k, j])
-            who = "several threads" if r[k, j] == -2 else f"thread {int(r[k, j])}"
+            who = "several threads" if lo[k, j] != hi[k, j] else f"thread {int(lo[k, j])}"
             raise hazard(where, int(tids[k]),
                          f"write of shared address 0x{SHARED_BASE + byte:x} that {who} read with no "
                          f"bar.sync in between (missing barrier: write after read)")
@@ -177,16 +187,11 @@ class SharedMemory:
     def _note_readers(self, idx, tids) -> None:
         flat = idx.reshape(-1)
         who = np.broadcast_to(tids[:, None], idx.shape).reshape(-1).astype(np.int32)
-        prev = self.reader[flat]
-        same_epoch = self.read_epoch[flat] == self.epoch
-        new = np.where(same_epoch & (prev != -1) & (prev != who), -2, who).astype(np.int32)
-        # several threads reading one byte in this very access
-        order = np.argsort(flat, kind="stable")
-        sf, sw = flat[order], who[order]
-        dup = (sf[1:] == sf[:-1]) & (sw[1:] != sw[:-1])
-        self.reader[flat] = new
-        if dup.any():
-            self.reader[sf[1:][dup]] = -2
+        stale = flat[self.read_epoch[flat] != self.epoch]     # first read in this epoch
+        self.reader_min[stale] = np.iinfo(np.int32).max
+        self.reader_max[stale] = -1
+        np.minimum.at(self.reader_min, flat, who)
+        np.maximum.at(self.reader_max, flat, who)
         self.read_epoch[flat] = self.epoch
 
     # -- accesses
@@ -205,6 +210,7 @@ class SharedMemory:
         self.data[idx] = data
         self.last_writer[idx] = np.broadcast_to(tids[:, None], idx.shape)
         self.write_epoch[idx] = self.epoch
+        self.written_in_epoch = True
 
     def atomic_indices(self, addr, width: int, tids, where: str) -> np.ndarray:
         idx = self.offsets(addr, width, tids, where, "shared atomic")
@@ -214,9 +220,11 @@ class SharedMemory:
     def atomic_done(self, idx, tids) -> None:
         self.last_writer[idx] = np.broadcast_to(tids[:, None], idx.shape)
         self.write_epoch[idx] = self.epoch
+        self.written_in_epoch = True
 
     def barrier(self) -> None:
         self.epoch += 1
+        self.written_in_epoch = False
 
 
 class AsyncCopies:
@@ -228,6 +236,7 @@ class AsyncCopies:
 
     def issue(self, shared: SharedMemory, tids, idx, data) -> None:
         shared.pending[idx] = True
+        shared.any_pending = True
         self.records.append((tids, idx, data, self.committed[tids].copy()))
 
     def commit(self, tids) -> None:
@@ -244,7 +253,9 @@ class AsyncCopies:
                 shared.pending[d_idx] = False
                 shared.last_writer[d_idx] = np.broadcast_to(tids[done][:, None], d_idx.shape)
                 shared.write_epoch[d_idx] = shared.epoch
+                shared.written_in_epoch = True
             if not done.all():
                 rest = ~done
                 keep.append((tids[rest], idx[rest], data[rest], group[rest]))
         self.records = keep
+        shared.any_pending = bool(keep)

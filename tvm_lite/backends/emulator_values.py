@@ -424,6 +424,40 @@ def prmt(a, b, sel) -> np.ndarray:
     return out.astype(np.uint32)
 
 
+def prmt_imm_fn(selector: int):
+    """prmt with an immediate selector as a byte gather: a function (a, b) -> d on
+    uint32-viewable arrays, equal to prmt(a, b, selector)."""
+    picks = [(selector >> (4 * k)) & 0xF for k in range(4)]
+    index = np.array([p & 7 for p in picks])
+    signed = [k for k, p in enumerate(picks) if p & 8]
+
+    def gather(a, b):
+        a = np.asarray(a).astype("<u4", copy=False)
+        b = np.asarray(b).astype("<u4", copy=False)
+        src = np.concatenate([a.view(np.uint8).reshape(-1, 4), b.view(np.uint8).reshape(-1, 4)], axis=1)
+        out = src[:, index]
+        for k in signed:
+            out[:, k] = np.where(out[:, k] >= 0x80, np.uint8(0xFF), np.uint8(0))
+        return np.ascontiguousarray(out).view("<u4").reshape(a.shape).astype(np.uint32, copy=False)
+    return gather
+
+
+def cvt_fn(st: T.HWType, dt: T.HWType, rounding: T.Rounding | None, saturate: bool):
+    """A function src -> cvt(src, st, dt, rounding, saturate), specialized for the
+    conversions the lowering emits most (plain casts: int -> int, and round-to-nearest
+    between f16/f32/f64 or from a narrow int), with the generic cvt for the rest."""
+    plain_float = ("f16", "f32", "f64")
+    if not saturate and not st.is_pred and not dt.is_pred and not st.is_packed and not dt.is_packed:
+        out = typed_dtype(dt)
+        if st.is_int and dt.is_int:
+            return lambda src: src.astype(out)
+        nearest = rounding in (None, T.Rounding.RN)
+        if nearest and dt.name in plain_float and (st.name in plain_float or (st.is_int and st.nbits < 64)):
+            # The exact float64 value, rounded once to dt: cvt's own steps.
+            return lambda src: src.astype(np.float64).astype(out)
+    return lambda src: cvt(src, st, dt, rounding, saturate)
+
+
 def shf(lo, hi, shift, left: bool, clamp: bool) -> np.ndarray:
     lo = np.asarray(lo, np.uint32).astype(np.uint64)
     hi = np.asarray(hi, np.uint32).astype(np.uint64)

@@ -99,6 +99,9 @@ def _compile(ptx: str, sm: int) -> CompiledCubin:
         handle = nj.create(len(options), options)
     except nj.nvJitLinkError as e:
         raise TLTargetError(f"nvJitLink cannot start for sm_{sm}: {e}") from None
+    except RuntimeError as e:   # cuda.pathfinder: libnvJitLink.so not found
+        raise TLTargetError(f"compiling PTX needs the nvJitLink library (pip install nvidia-nvjitlink, "
+                            f"or 'tvm_lite[cuda]'): {e}") from None
     try:
         data = ptx.encode()
         try:

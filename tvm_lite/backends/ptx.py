@@ -10,7 +10,10 @@ sm_89 and sm_90 in tests/test_ptx.py):
   are declared as `.b{N}` (every integer instruction type accepts them, and
   so do `mma`'s operands and the packed float instructions); `f32`, `f64`,
   `f16`, `f16x2` keep their float type; `bf16`/`bf16x2` are `.b16`/`.b32`,
-  as PTX has no bf16 register type before 7.8. Names are the thread IR's,
+  as PTX has no bf16 register type before 7.8. 8-bit values (u8/s8/b8) live
+  in `.b16` registers, zero- or sign-extended, because PTX has 8-bit types
+  only in ld/st/cvt: arithmetic on them uses the 16-bit instruction and
+  re-extends its result (`and.b16 255` / `cvt.s16.s8`). Names are the thread IR's,
   sanitized and prefixed with `%`; the printer's own temporaries are `%tmp_*`.
 * Params: one `.param` per ThreadKernel param, loaded into its register with
   `ld.param` at entry. Shared memory is one dynamic buffer,
@@ -104,7 +107,21 @@ def reg_decl_type(t: T.HWType) -> str:
         return "pred"
     if t.name in ("f32", "f64", "f16", "f16x2"):
         return t.name
-    return f"b{t.nbits}"
+    return f"b{_reg_bits(t)}"
+
+
+def _reg_bits(t: T.HWType) -> int:
+    """The width of t's register: 8-bit values live in 16-bit registers, as
+    PTX allows 8-bit types only in ld, st and cvt. Such a register always
+    holds its value zero-extended (unsigned, bit) or sign-extended (signed)."""
+    return 16 if t.nbits == 8 else t.nbits
+
+
+def arith_int_type(t: T.HWType) -> str:
+    """The integer type of an arithmetic instruction on t (8-bit types use
+    their 16-bit register form: see _reg_bits)."""
+    name = int_type(t)
+    return name[0] + "16" if t.nbits == 8 else name
 
 
 def int_type(t: T.HWType) -> str:
@@ -399,7 +416,7 @@ class _Printer:
             return self.reg(x)
         t = t or x.type
         tmp = self.temp(t)
-        mov_type = "pred" if t.is_pred else (t.name if t.name in ("f32", "f64") else f"b{t.nbits}")
+        mov_type = "pred" if t.is_pred else (t.name if t.name in ("f32", "f64") else f"b{_reg_bits(t)}")
         self.emit(f"mov.{mov_type} {tmp}, {format_imm(T.Imm(x.value, t))};")
         return tmp
 
@@ -414,6 +431,15 @@ class _Printer:
 
     def emit(self, text: str) -> None:
         self.lines.append("\t" + text)
+
+    def narrow8(self, r: "T.Reg") -> None:
+        """Re-extend an 8-bit value computed in its 16-bit register (_reg_bits)."""
+        if r.type.nbits != 8 or r.type.is_float or r.type.is_pred:
+            return
+        if r.type.is_signed:
+            self.emit(f"cvt.s16.s8 {self.reg(r)}, {self.reg(r)};")
+        else:
+            self.emit(f"and.b16 {self.reg(r)}, {self.reg(r)}, 255;")
 
     def emit_label(self, label: str) -> None:
         self.lines.append(f"{label}:")
@@ -455,7 +481,7 @@ class _Printer:
             return
         if isinstance(s.src, T.Reg) and s.src.type.nbits != t.nbits:
             _fail(f"mov between {s.src.type.name} and {t.name} (sizes differ)")
-        kind = t.name if t.name in ("f32", "f64") and isinstance(s.src, T.Imm) else f"b{t.nbits}"
+        kind = t.name if t.name in ("f32", "f64") and isinstance(s.src, T.Imm) else f"b{_reg_bits(t)}"
         src = format_imm(T.Imm(s.src.value, t)) if isinstance(s.src, T.Imm) else self.reg(s.src)
         self.emit(f"mov.{kind} {self.reg(s.dst)}, {src};")
 
@@ -469,6 +495,8 @@ class _Printer:
             return
         if s.op in (T.UnOp.POPC, T.UnOp.CLZ):
             src_t = s.a.type
+            if src_t.nbits not in (32, 64):
+                _fail(f"{s.op.name} on {src_t.name} (PTX has .b32 and .b64 only)")
             self.emit(f"{_UNARY_INT[s.op]}.b{src_t.nbits} {dst}, {a};")
             return
         if t.name in ("f32", "f64"):
@@ -495,12 +523,14 @@ class _Printer:
             self.emit(f"{name}.{t.name} {dst}, {a};")
             return
         if s.op is T.UnOp.NOT:
-            self.emit(f"not.b{t.nbits} {dst}, {a};")
+            self.emit(f"not.b{_reg_bits(t)} {dst}, {a};")
+            self.narrow8(s.dst)
             return
         name = _UNARY_INT.get(s.op)
         if name is None:
             _fail(f"{s.op.name} on {t.name}")
-        self.emit(f"{name}.s{t.nbits} {dst}, {a};")
+        self.emit(f"{name}.s{_reg_bits(t)} {dst}, {a};")
+        self.narrow8(s.dst)
 
     def binary(self, s: "T.Binary") -> None:
         t, op = s.dst.type, s.op
@@ -522,21 +552,25 @@ class _Printer:
             return
         dst = self.reg(s.dst)
         if op in _BINARY_BITS:
-            self.emit(f"{_BINARY_BITS[op]}.b{t.nbits} {dst}, {self.op(s.a)}, {self.op(s.b)};")
+            self.emit(f"{_BINARY_BITS[op]}.b{_reg_bits(t)} {dst}, {self.op(s.a)}, {self.op(s.b)};")
+            self.narrow8(s.dst)
             return
         if op is T.BinOp.SHR:
-            self.emit(f"shr.{int_type(t)} {dst}, {self.op(s.a)}, {self.op(s.b)};")
+            self.emit(f"shr.{arith_int_type(t)} {dst}, {self.op(s.a)}, {self.op(s.b)};")
             return
         if op is T.BinOp.MUL_WIDE:
             src_t = s.a.type if isinstance(s.a, T.Reg) else s.b.type
             if src_t.nbits * 2 != t.nbits:
                 _fail(f"MUL_WIDE from {src_t.name} to {t.name}")
+            if src_t.nbits == 8:
+                _fail(f"MUL_WIDE from {src_t.name} (PTX has mul.wide from 16 bits up)")
             self.emit(f"mul.wide.{int_type(src_t)} {dst}, {self.op(s.a)}, {self.op(s.b)};")
             return
         name = _BINARY_INT.get(op)
         if name is None:
             _fail(f"{op.name} on {t.name}")
-        self.emit(f"{name}.{int_type(t)} {dst}, {self.op(s.a)}, {self.op(s.b)};")
+        self.emit(f"{name}.{arith_int_type(t)} {dst}, {self.op(s.a)}, {self.op(s.b)};")
+        self.narrow8(s.dst)
 
     def _binary_half(self, s: "T.Binary") -> None:
         t, op = s.dst.type, s.op
@@ -568,7 +602,9 @@ class _Printer:
         if t.is_float:
             self.emit(f"fma.rn.{t.name} {self.reg(s.dst)}, {self.op(s.a)}, {self.op(s.b)}, {self.op(s.c)};")
         else:
-            self.emit(f"mad.lo.{int_type(t)} {self.reg(s.dst)}, {self.op(s.a)}, {self.op(s.b)}, {self.op(s.c)};")
+            self.emit(f"mad.lo.{arith_int_type(t)} {self.reg(s.dst)}, {self.op(s.a)}, {self.op(s.b)}, "
+                      f"{self.op(s.c)};")
+            self.narrow8(s.dst)
 
     def setp(self, s: "T.Setp") -> None:
         t = s.a.type if isinstance(s.a, T.Reg) else s.b.type
@@ -588,7 +624,7 @@ class _Printer:
             type_name = t.name
         else:
             cmp = (_SIGNED_CMP if t.is_signed else _UNSIGNED_CMP)[s.cmp]
-            type_name = int_type(t)
+            type_name = arith_int_type(t)
         a = self.op(T.Imm(s.a.value, t)) if isinstance(s.a, T.Imm) else self.op(s.a)
         b = self.op(T.Imm(s.b.value, t)) if isinstance(s.b, T.Imm) else self.op(s.b)
         self.emit(f"setp.{cmp}.{type_name} {self.reg(s.dst)}, {a}, {b};")
@@ -605,9 +641,7 @@ class _Printer:
             self.emit(f"and.pred {dst}, {dst}, {b};")
             self.emit(f"or.pred {dst}, {dst}, {tmp};")
             return
-        kind = t.name if t.name in ("f32", "f64") else f"b{t.nbits}"
-        if t.nbits == 8:
-            _fail("selp on 8-bit registers")
+        kind = t.name if t.name in ("f32", "f64") else f"b{_reg_bits(t)}"
         a = format_imm(T.Imm(s.a.value, t)) if isinstance(s.a, T.Imm) else self.reg(s.a)
         b = format_imm(T.Imm(s.b.value, t)) if isinstance(s.b, T.Imm) else self.reg(s.b)
         self.emit(f"selp.{kind} {dst}, {a}, {b}, {pred};")
@@ -623,10 +657,10 @@ class _Printer:
                 zero = self.op(T.Imm(0.0, st))
                 self.emit(f"setp.neu.{st.name} {dst}, {self.reg_op(s.src)}, {zero};")
             else:
-                self.emit(f"setp.ne.{int_type(st)} {dst}, {self.reg_op(s.src)}, 0;")
+                self.emit(f"setp.ne.{arith_int_type(st)} {dst}, {self.reg_op(s.src)}, 0;")
             return
         if st.is_pred:
-            kind = dt.name if dt.name in ("f32", "f64") else f"b{dt.nbits}"
+            kind = dt.name if dt.name in ("f32", "f64") else f"b{_reg_bits(dt)}"
             one = format_imm(T.Imm(1.0 if dt.is_float else 1, dt)) if dt.name in ("f32", "f64") or not dt.is_float \
                 else None
             if one is None:
@@ -717,6 +751,8 @@ class _Printer:
             return "f32"
         if t.name == "f64":
             return "f64"
+        if t.nbits == 8:   # widened into a 16-bit register: zero- or sign-extending (_reg_bits)
+            return "s8" if t.is_signed else "u8"
         return f"b{t.nbits}"
 
     def store(self, s: "T.Store") -> None:

@@ -78,6 +78,11 @@ class HWType:
     def nbytes(self) -> int:
         return max(1, self.nbits // 8)
 
+    def __hash__(self) -> int:
+        # The name determines the type; hashing it alone keeps register lookups
+        # (dicts keyed by Reg, in every pass and in the emulator) cheap.
+        return hash(self.name)
+
     def __repr__(self) -> str:
         return self.name
 
@@ -113,6 +118,11 @@ class Reg:
     """A virtual register; equality and hash by (name, type)."""
     name: str
     type: HWType
+
+    def __hash__(self) -> int:
+        # One tuple of two strings (whose hashes Python caches) instead of the
+        # generated hash's nested dataclass hashes: Regs key many hot dicts.
+        return hash((self.name, self.type.name))
 
     def __repr__(self) -> str:
         return f"%{self.name}:{self.type.name}"

@@ -10,11 +10,27 @@ zero-point mode, target, tile constants); compiled kernels are kept in memory
 here, and their machine code is in the on-disk compile cache. On target "cpu"
 the tile constants are autotuned at first use per shape class (see
 runtime/autotune.py; TL_AUTOTUNE=0 uses the kernels' defaults).
+
+On the GPU targets ("cuda", and its emulator "cuda-emu") there is no
+autotuner: `gpu_config` makes a fixed choice. f16/bf16 activations use
+quant_gemv.tl for every M with the dot in the activation type (DT; every
+decoded <= 8-bit weight is exact in f16 and bf16), which the GPU lowering
+turns into mma.sync, with GPU_MMA_TILES; f32 activations use the CPU's kernel
+choice with GPU_TILES (an f32 dot, which the lowering does with FMAs). Every
+choice assembles with no register spills for sm_80, sm_89 and sm_90 (checked
+by tests/test_ptx_kernels.py). On "cuda" the
+weights are copied to the device once per QuantizedTensor and kept there;
+the activations may be numpy (copied to the device, and the result back, on
+each call) or a device array (tl.cuda.DeviceArray, or any object with
+`__cuda_array_interface__` or `__dlpack__`, e.g. a torch/cupy tensor; neither
+library is imported), and then the result is a tl.cuda.DeviceArray.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +56,45 @@ TUNING_SPACE = {
 }
 
 
+# GPU tile constants: per kernel, (largest M served, tiles) rows in increasing M;
+# the last row serves every larger M. Measured with ptxas (sm_80/89/90): the
+# registers per thread grow with BK and BM (not BN); BK = 64 already spills in
+# the GEMV, BM = 32 with BK = 32 in the GEMM. These are the largest tiles that
+# assemble with 0 spill bytes for every weight type (tests/test_ptx_kernels.py).
+GPU_TILES = {
+    "quant_gemv": ((1, {"BM": 1, "BN": 256, "BK": 32}),
+                   (GEMV_MAX_M, {"BM": 16, "BN": 64, "BK": 32})),
+    "quant_gemm": ((None, {"BM": 32, "BN": 64, "BK": 16}),),
+}
+
+
+# f16/bf16 activations on the GPU: quant_gemv.tl with DT = AT (mma), by M.
+GPU_MMA_TILES = ((GEMV_MAX_M, {"BM": 16, "BN": 128, "BK": 64}),
+                 (None, {"BM": 64, "BN": 64, "BK": 32}))
+
+
+def _by_m(table, m: int) -> dict:
+    for max_m, tiles in table:
+        if max_m is None or m <= max_m:
+            return dict(tiles)
+    return dict(table[-1][1])
+
+
+def gpu_tiles(name: str, m: int) -> dict:
+    """The fixed GPU tile constants of kernel `name` for M activation rows
+    with an f32 dot (f32 activations, or a kernel forced by the caller)."""
+    return _by_m(GPU_TILES[name], m)
+
+
+def gpu_config(m: int, at: str, kernel: str | None = None) -> tuple[str, dict]:
+    """(kernel name, tile and dot-type constants) for M rows of activation
+    type `at` on the GPU targets (module docstring)."""
+    if at in ("f16", "bf16") and kernel in (None, "quant_gemv"):
+        return "quant_gemv", {**_by_m(GPU_MMA_TILES, m), "DT": at}
+    name = kernel or choose_kernel(m)
+    return name, gpu_tiles(name, m) if name in GPU_TILES else {}
+
+
 def kernel_source(name: str) -> Path:
     return _KERNEL_DIR / f"{name}.tl"
 
@@ -61,23 +116,102 @@ def quant_matmul(a, qt: QuantizedTensor, target: str = "cpu", *, kernel: str | N
     """
     if not isinstance(qt, QuantizedTensor):
         raise TLError(f"quant_matmul: qt must be a QuantizedTensor (from tl.quantize), got {type(qt).__name__}")
-    a, at, vector = _activations(a, qt.shape[0])
     tgt = parse_target(target)
+    if tgt.kind == "cuda":
+        if not isinstance(a, np.ndarray):
+            return _quant_matmul_device(a, qt, str(tgt), kernel, tiles)
+        host, _, vector = _activations(a, qt.shape[0])      # checked here: host-side messages
+        from ..runtime import cuda as rt
+        out = _quant_matmul_device(rt.to_device(host), qt, str(tgt), kernel, tiles).numpy()
+        return out[0] if vector else out
+    a, at, vector = _activations(a, qt.shape[0])
     m, (k, n) = a.shape[0], qt.shape
     if m == 0 or n == 0 or k == 0:
         out = np.zeros((m, n), a.dtype)
         return out[0] if vector else out
     name = kernel or choose_kernel(m)
-    if name not in TUNING_SPACE:
-        raise TLError(f"quant_matmul: unknown kernel {name!r}; use one of {', '.join(TUNING_SPACE)}")
+    _check_kernel_name(name)
     constants = dict(WT=qt.dtype.name, AT=at, ST=qt.scale_dtype.name, G=qt.group,
                      ZERO=int(qt.zeros is not None))
     args = kernel_arguments(a, qt)
-    if tiles is None:
-        tiles = _tuned_tiles(name, str(tgt), constants, args) if tgt.kind == "cpu" and autotune.enabled() else {}
+    if tgt.kind == "cuda-emu":
+        name, gpu = gpu_config(m, at, kernel)
+        tiles = {**gpu, **(tiles or {})}
+    elif tiles is None:
+        if tgt.kind == "cpu" and autotune.enabled():
+            tiles = _tuned_tiles(name, str(tgt), constants, args)
+        else:
+            tiles = {}
     out = args[-1]
     compiled(name, str(tgt), _items({**constants, **tiles}))(*args)
     return out[0] if vector else out
+
+
+def _quant_matmul_device(a, qt: QuantizedTensor, target: str, kernel: str | None,
+                         tiles: dict | None):
+    """quant_matmul on target cuda for a device-resident `a` (module docstring)."""
+    from ..runtime import cuda as rt
+    if not rt.is_device_array(a):
+        raise TLLaunchError(f"quant_matmul: a must be a numpy array or a CUDA device array "
+                            f"(tl.cuda.DeviceArray, __cuda_array_interface__ or __dlpack__), "
+                            f"got {type(a).__name__}")
+    view = rt.device_view(a)
+    k, n = qt.shape
+    at = _ACTIVATION_TYPES.get(view.dtype.name)
+    if at is None:
+        raise TLLaunchError(f"quant_matmul: a must be float32, float16 or bfloat16, got {view.dtype}")
+    vector = len(view.shape) == 1
+    m = 1 if vector else (view.shape[0] if len(view.shape) == 2 else -1)
+    if m < 0 or view.shape[-1] != k:
+        raise TLLaunchError(f"quant_matmul: a must be [M, {k}] to match the weights' K = {k}, "
+                            f"got shape {list(view.shape)}")
+    if not view.c_contiguous:
+        raise TLLaunchError("quant_matmul: a device array a must be C-contiguous")
+    out = rt.empty((n,) if vector else (m, n), view.dtype)
+    if m == 0 or n == 0 or k == 0:
+        return out.fill_zero()
+    if kernel is not None:
+        _check_kernel_name(kernel)
+    name, gpu = gpu_config(m, at, kernel)
+    constants = dict(WT=qt.dtype.name, AT=at, ST=qt.scale_dtype.name, G=qt.group,
+                     ZERO=int(qt.zeros is not None), **gpu, **(tiles or {}))
+    b, s, z = _device_weights(qt)
+    # The kernel sees a as [M, K] and c as [M, N] (same memory, 2-D shapes).
+    a2 = dataclasses.replace(view, shape=(m, k))
+    c2 = dataclasses.replace(rt.device_view(out), shape=(m, n))
+    compiled(name, target, _items(constants))(m, n, k, z.shape[0], z.shape[1], a2, b, s, z, c2)
+    return out
+
+
+def _check_kernel_name(name: str) -> None:
+    if name not in TUNING_SPACE:
+        raise TLError(f"quant_matmul: unknown kernel {name!r}; use one of {', '.join(TUNING_SPACE)}")
+
+
+# Device copies of a QuantizedTensor's arrays (b, s, z), by id, dropped with it.
+_device_copies: dict[int, tuple] = {}
+_device_copies_lock = threading.Lock()
+
+
+def _device_weights(qt: QuantizedTensor) -> tuple:
+    """(b, s, z) of kernel_arguments as tl.cuda.DeviceArrays, copied once per qt."""
+    from ..runtime import cuda as rt
+    key = id(qt)
+    with _device_copies_lock:
+        hit = _device_copies.get(key)
+    if hit is not None:
+        return hit
+    _, _, _, _, _, _, b, s, z, _ = kernel_arguments(np.zeros((0, qt.shape[0]), np.float32), qt)
+    copies = tuple(rt.to_device(np.ascontiguousarray(x)) for x in (b, s, z))
+    with _device_copies_lock:
+        _device_copies[key] = copies
+    weakref.finalize(qt, _forget_device_copies, key)
+    return copies
+
+
+def _forget_device_copies(key: int) -> None:
+    with _device_copies_lock:
+        _device_copies.pop(key, None)
 
 
 def kernel_arguments(a: np.ndarray, qt: QuantizedTensor) -> tuple:
@@ -180,4 +314,5 @@ def _search_tiles(name: str, target: str, constants: dict, args: tuple) -> dict:
     return autotune.tune(key, space, build, agree, desc=f"tuning {name} {constants['WT']}")
 
 
-__all__ = ["quant_matmul", "choose_kernel", "GEMV_MAX_M", "TUNING_SPACE"]
+__all__ = ["quant_matmul", "choose_kernel", "gpu_config", "gpu_tiles", "GEMV_MAX_M", "GPU_MMA_TILES", "GPU_TILES",
+           "TUNING_SPACE"]

@@ -56,7 +56,8 @@ than converting one of them.
 Classes, strongest first:
   5 annotate pins (and view(..., layout=));
   4 dot results / accumulators (mma fragment or FMA layout);
-  3 global loads: each thread reads 16 contiguous bytes (`load_layout`);
+  3 global loads: each thread reads 16 contiguous bytes (`load_layout`;
+    packed types: whole 32-bit words, so that no thread is a replica);
   2 what a dot operand or a reduce would like (so a loaded operand keeps its
     coalesced layout and is converted - through shared memory, where the
     lowering can use ldmatrix - while one computed from scratch is built in
@@ -165,15 +166,36 @@ def blocked_layout(shape, threads: int, vec: int = 1, order=None, lane_cap: Opti
     return canonicalize(RegisterLayout(tuple(mode_shape), tuple(spatial_ids), tuple(local_ids)))
 
 
+def _packed_vec(shape, dt, threads: int) -> int:
+    """The per-thread run of a packed (sub-byte or non-byte-aligned) tile: the
+    longest of lcm(128, b)/b, halved down to whole 32-bit words
+    (lcm(32, b)/b fields, e.g. 32 u3 = 3 words), that divides the last dim
+    and still leaves a run for every thread. A 16-byte run of a small tile
+    (u3 [64, 128]: one 48-byte row per thread, 64 rows) would otherwise
+    leave threads over, replicating the tile - every thread loading and
+    dequantizing twice the fields it needs."""
+    word = math.lcm(32, dt.nbits) // dt.nbits
+    runs = math.prod(shape) // threads
+    vec = _vector_elems(dt)
+    while vec > word and vec % 2 == 0 and (shape[-1] % vec or vec > runs):
+        vec //= 2
+    return vec if shape[-1] % vec == 0 else math.gcd(shape[-1], _vector_elems(dt))
+
+
 def load_layout(shape, dt, threads: int) -> RegisterLayout:
     """The coalesced global-load layout: each thread holds a run of the last
     dim worth whole 16-byte chunks (`_vector_elems`; narrower, gcd with the
-    dim's size, for narrow tiles), threads then spatial along the row, then
-    over rows; outer repetitions local; leftover threads replicate."""
+    dim's size, for narrow tiles; for packed types a run of whole 32-bit
+    words short enough that no thread is left over, `_packed_vec`), threads
+    then spatial along the row, then over rows; outer repetitions local;
+    leftover threads replicate."""
     shape = tuple(shape)
     if not shape:
         return replicate(threads)
-    vec = math.gcd(shape[-1], _vector_elems(dt))
+    if not dt.is_byte_aligned:
+        vec = _packed_vec(shape, dt, threads)
+    else:
+        vec = math.gcd(shape[-1], _vector_elems(dt))
     return blocked_layout(shape, threads, vec)
 
 

@@ -23,9 +23,15 @@ Sub-byte / non-byte-aligned types (the packed bit stream):
 Vectorization: when a thread's layout has runs of consecutive slots along
 the contiguous last dimension, a run is read with one 64/128-bit load under
 a block-uniform runtime test (tensor base, last-dim offset and last dim all
-multiples of the run), else the per-element code runs.
+multiples of the run), else the per-element code runs. Tiles of 1..8-bit
+types whose runs span whole 32-bit words (`_words_load`) are read as words
+of the packed stream (ld.global.v4.b32 where the run is 16 bytes) with a
+byte-wise fallback, and the words go to the cast lowering (lower_cast.py),
+which dequantizes them with bit tricks.
 """
 from __future__ import annotations
+
+import numpy as np
 
 from ..errors import TLTargetError
 from ..ir import layout as L
@@ -126,7 +132,7 @@ def load_bits(em, space, base, flat, pred, dt: DataType):
     bt = V.bits_type(dt)
     if dt.is_byte_aligned:
         lt = _LOAD_TYPE[dt.nbits]
-        r = em.mov(0, lt, "ld")
+        r = _zero_byte(em, "ld") if lt.nbits == 8 else em.mov(0, lt, "ld")
         addr = _address(em, base, flat, dt.nbits // 8) if space is T.Space.GLOBAL else \
             _shared_address(em, base, flat, dt.nbits // 8)
         em.emit(T.Load((r,), space, addr, 0, pred))
@@ -147,7 +153,7 @@ def load_bits(em, space, base, flat, pred, dt: DataType):
     acc = None
     for j in range((7 + N + 7) // 8):
         pj = pred if j == 0 else em.pand(pred, em.setp(T.Cmp.GT, span, T.Imm(8 * j, U32), U32))
-        r = em.mov(0, T.u8, "ldb")
+        r = _zero_byte(em, "ldb")
         em.emit(T.Load((r,), space, addr, j, pj))
         w = em.cvt(r, wt)
         if j:
@@ -156,6 +162,14 @@ def load_bits(em, space, base, flat, pred, dt: DataType):
     v = em.bin(T.BinOp.SHR, acc, sh, wt)
     v = em.bin(T.BinOp.AND, v, T.Imm(dt.mask, wt), wt)
     return v if wt == bt else em.cvt(v, bt)
+
+
+def _zero_byte(em, hint: str) -> T.Reg:
+    """A zeroed 8-bit register (the destination of a predicated byte load).
+    A cvt from a 16-bit immediate, because PTX has no mov.b8."""
+    r = em.reg(T.u8, hint)
+    em.emit(T.Cvt(r, T.Imm(0, T.u16)))
+    return r
 
 
 def _shared_address(em, base, flat, scale: int):
@@ -193,7 +207,7 @@ def store_bits_packed_serial(em, space, base, flat, pred, bits, dt: DataType) ->
     span = em.bin(T.BinOp.ADD, sh, T.Imm(N, U32), U32)
     for j in range((7 + N + 7) // 8):
         pj = pred if j == 0 else em.pand(pred, em.setp(T.Cmp.GT, span, T.Imm(8 * j, U32), U32))
-        old = em.mov(0, T.u8, "ob")
+        old = _zero_byte(em, "ob")
         em.emit(T.Load((old,), space, addr, j, pj))
         o = em.cvt(old, wt)
         vj = em.bin(T.BinOp.SHR, val, T.Imm(8 * j, U32), wt) if j else val
@@ -211,8 +225,13 @@ def lower_load(lw, s: vm.Load) -> None:
     lay = lw.layout(out)
     base, dims, strides = global_info(lw, g)
     acc = Access(lw, lay, _offsets(lw, s.offsets), dims, strides)
+    from .lower_cast import packed_run
+    words_run = packed_run(lay, g.dtype.nbits) \
+        if (g.dtype.nbits <= 8 or g.dtype.name in ("f16", "bf16")) and len(dims) else 0
     run = _vector_run(lay, g.dtype)
-    if run > 1:
+    if words_run:
+        regs = _words_load(lw, acc, base, g.dtype, words_run, s.offsets, out)
+    elif run > 1:
         regs = _vector_load(lw, acc, base, g.dtype, run, s.offsets)
     else:
         regs = [_load_slot(lw, acc, base, g.dtype, slot) for slot in range(lay.local_size)]
@@ -235,11 +254,13 @@ def _vector_run(lay: L.RegisterLayout, dt: DataType) -> int:
     return run
 
 
-def _vector_ok(lw, acc: Access, base, offsets, run: int, es: int):
-    """Block-uniform: base aligned, last-dim offset and size multiples of run."""
+def _vector_ok(lw, acc: Access, base, offsets, run: int, es: int, elems_aligned: bool = False):
+    """Block-uniform: base aligned (to run * es bytes, or to es bytes when
+    `elems_aligned`), last-dim offset and size multiples of run."""
     em = lw.em
     off_last = _offsets(lw, offsets[-1:])[0]
-    a = em.bin(T.BinOp.AND, em.cvt(base, U32), T.Imm(run * es - 1, U32), U32)
+    align = es if elems_aligned else run * es
+    a = em.bin(T.BinOp.AND, em.cvt(base, U32), T.Imm(align - 1, U32), U32)
     p = em.setp(T.Cmp.EQ, a, T.Imm(0, U32), U32)
     p = em.pand(p, em.setp(T.Cmp.EQ, em.bin(T.BinOp.AND, off_last, T.Imm(run - 1, U32), U32), T.Imm(0, U32), U32))
     p = em.pand(p, em.setp(T.Cmp.EQ, em.bin(T.BinOp.AND, acc.dims[-1], T.Imm(run - 1, U32), U32),
@@ -283,6 +304,115 @@ def _vector_load(lw, acc: Access, base, dt: DataType, run: int, offsets) -> list
     slow = em.close()
     em.emit(T.If(ok, fast, slow))
     return [V.decode_bits(em, b, dt) for b in bits_regs]
+
+
+def _words_load(lw, acc: Access, base, dt: DataType, run: int, offsets, out) -> list:
+    """Fields of 1..8 bits (or f16/bf16: the words are then the tile's f16x2
+    pairs, `lower_cast.record_half2`), `run` consecutive ones per aligned slot group
+    (run * bits a multiple of 32, at most 256): each group is read as 32-bit words
+    of the packed stream - one ld.global.v4/v2/b32 per group when the base,
+    the last-dim offset and the last dim allow it (block-uniform test), else
+    element by element (byte-aligned types) or byte by byte over the group's
+    bit range (packed types, `_words_bytewise`), predicated and zero out of
+    range, into the same words. The words are handed to the cast lowering
+    (lower_cast.record_words); the element registers are extracted from them."""
+    from .lower_cast import record_half2, record_words
+    em = lw.em
+    lay = acc.layout
+    n = dt.nbits
+    nw = run * n // 32
+    width = next(w for w in (4, 2, 1) if nw % w == 0)
+    ok = _vector_ok(lw, acc, base, offsets, run, 4 * width, elems_aligned=True)
+    groups = []
+    for first in range(0, lay.local_size, run):
+        ws = [em.reg(U32, "pw") for _ in range(nw)]
+        for w in ws:
+            em.emit(T.Mov(w, T.Imm(0, U32)))
+        groups.append(ws)
+    # Vector path: the group's first field starts a (width*4)-byte aligned word.
+    em.open()
+    for gi, first in enumerate(range(0, lay.local_size, run)):
+        flat = acc.flat(first)
+        if isinstance(flat, T.Imm):
+            flat = em.mov(flat, U32)
+        bitpos = em.reg(T.u64, "bp")
+        em.emit(T.Binary(T.BinOp.MUL_WIDE, bitpos, flat, T.Imm(n, U32)))
+        addr = em.bin(T.BinOp.ADD, base, em.bin(T.BinOp.SHR, bitpos, T.Imm(3, U32), T.u64), T.u64)
+        pred = acc.mask(first)
+        for i in range(0, nw, width):
+            em.emit(T.Load(tuple(groups[gi][i:i + width]), T.Space.GLOBAL, addr, 4 * i, pred))
+    fast = em.close()
+    # Unaligned base or ragged last dim: element loads for byte-aligned types
+    # (naturally aligned), byte loads of the group's bit range for packed ones.
+    em.open()
+    for gi, first in enumerate(range(0, lay.local_size, run)):
+        if dt.is_byte_aligned:
+            ws = groups[gi]
+            for k in range(run):
+                b = load_bits(em, T.Space.GLOBAL, base, acc.flat(first + k), acc.mask(first + k), dt)
+                wi, sh = divmod(k * n, 32)
+                part = em.bin(T.BinOp.SHL, b, T.Imm(sh, U32), U32) if sh else b
+                em.emit(T.Binary(T.BinOp.OR, ws[wi], ws[wi], part))
+        else:
+            _words_bytewise(lw, acc, base, dt, run, first, groups[gi])
+    slow = em.close()
+    em.emit(T.If(ok, fast, slow))
+    record_words(lw, out, lay, run, groups)
+    if dt.name in ("f16", "bf16"):
+        record_half2(lw, out, lay, [w for ws in groups for w in ws])
+    regs = []
+    for ws in groups:
+        for k in range(run):
+            wi, sh = divmod(k * n, 32)
+            v = em.bin(T.BinOp.SHR, ws[wi], T.Imm(sh, U32), U32) if sh else ws[wi]
+            if sh + n > 32:
+                v = em.bin(T.BinOp.OR, v, em.bin(T.BinOp.SHL, ws[wi + 1], T.Imm(32 - sh, U32), U32), U32)
+            if n < 32:
+                v = em.bin(T.BinOp.AND, v, T.Imm(dt.mask, U32), U32)
+            regs.append(V.decode_bits(em, v, dt))
+    return regs
+
+
+def _words_bytewise(lw, acc: Access, base, dt: DataType, run: int, first: int, ws) -> None:
+    """One group's words from single-byte loads: the group's fields are the
+    contiguous stream bits [flat0 * N, flat0 * N + run * N) of one row; read
+    the bytes that hold valid fields (the row's remaining ones, at most run),
+    shift the stream down by the sub-byte start (funnel shifts) and clear the
+    bits of fields past the row's end (they belong to the next row)."""
+    em = lw.em
+    n = dt.nbits
+    nw = len(ws)
+    last = len(acc.dims) - 1
+    pred = acc.mask(first)               # row in range and its first field too
+    col0 = acc.position(first, last)
+    valid = em.bin(T.BinOp.MIN, em.bin(T.BinOp.SUB, acc.dims[last], col0, U32), T.Imm(run, U32), U32)
+    nbits = em.bin(T.BinOp.MUL, valid, T.Imm(n, U32), U32)
+    flat = acc.flat(first)
+    if isinstance(flat, T.Imm):
+        flat = em.mov(flat, U32)
+    bitpos = em.reg(T.u64, "bp")
+    em.emit(T.Binary(T.BinOp.MUL_WIDE, bitpos, flat, T.Imm(n, U32)))
+    addr = em.bin(T.BinOp.ADD, base, em.bin(T.BinOp.SHR, bitpos, T.Imm(3, U32), T.u64), T.u64)
+    sh = em.bin(T.BinOp.AND, em.cvt(bitpos, U32), T.Imm(7, U32), U32)
+    span = em.bin(T.BinOp.ADD, sh, nbits, U32)          # stream bits to read from addr
+    raw = [None] * (nw + 1)
+    for j in range(4 * nw + 1):
+        pj = em.pand(pred, em.setp(T.Cmp.GT, span, T.Imm(8 * j, U32), U32))
+        b = _zero_byte(em, "ldb")
+        em.emit(T.Load((b,), T.Space.GLOBAL, addr, j, pj))
+        w = em.cvt(b, U32)
+        if j % 4:
+            w = em.bin(T.BinOp.SHL, w, T.Imm(8 * (j % 4), U32), U32)
+        k = j // 4
+        raw[k] = w if raw[k] is None else em.bin(T.BinOp.OR, raw[k], w, U32)
+    for k in range(nw):
+        v = em.reg(U32, "sw")
+        em.emit(T.Shf(v, raw[k], raw[k + 1], sh, False, False))
+        # keep the bits below nbits - 32k (all of them from 32 on)
+        keep = em.bin(T.BinOp.MIN, em.bin(T.BinOp.SUB, em.bin(T.BinOp.MAX, nbits, T.Imm(32 * k, U32), U32),
+                                          T.Imm(32 * k, U32), U32), T.Imm(32, U32), U32)
+        mask = em.bin(T.BinOp.SUB, em.bin(T.BinOp.SHL, T.Imm(1, U32), keep, U32), T.Imm(1, U32), U32)
+        em.emit(T.Mov(ws[k], em.bin(T.BinOp.AND, v, mask, U32)))
 
 
 def lower_store(lw, s, atomic: bool) -> None:
@@ -462,9 +592,12 @@ def _store_packed_shared(lw, s: vm.StoreShared, base, offsets) -> None:
 
 
 def lower_copy_async(lw, s: vm.CopyAsync) -> None:
-    """A synchronous copy: every thread loads its share of the window (masked:
-    0 out of range) and stores it to shared memory; the program's wait_async
-    and barrier then order it like the asynchronous copy."""
+    """cp.async 16-byte copies (zero-filled out of range through src-size)
+    when the element type, the shared layout and a block-uniform runtime test
+    (global base 16-byte aligned, last-dim offset and size multiples of the
+    chunk) allow; otherwise a synchronous copy: every thread loads its share
+    of the window (masked: 0 out of range) and stores it to shared memory. The
+    program's wait_async and barrier order both like the asynchronous copy."""
     em = lw.em
     t, g = s.dst, s.src
     lay = default_layout(t.shape, lw.threads, t.dtype.nbits)
@@ -474,6 +607,66 @@ def lower_copy_async(lw, s: vm.CopyAsync) -> None:
     sacc = SharedAccess(lw, t, lay, [T.Imm(0, U32)] * t.ndim)
     sbase = shared_base_of(lw, t)
     writer = lw.writer_pred(lay)
+    chunk = _cp_async_chunk(lw, t, lay)
+    if chunk:
+        es = t.dtype.nbits // 8
+        ok = _vector_ok(lw, acc, base_g, s.offsets, chunk, es)
+        em.open()
+        for first in range(0, lay.local_size, chunk):
+            mask = acc.mask(first)
+            size = None if mask is None else em.selp(T.Imm(16, U32), T.Imm(0, U32), mask, U32)
+            dst = _shared_address(em, sbase, sacc.flat(first), es)
+            src = _address(em, base_g, acc.flat(first), es)
+            em.emit(T.CpAsync(dst, src, 16, size, writer))
+        fast = em.close()
+        lw.__dict__["_g2_uncommitted"] = True
+        em.open()
+        _copy_sync(lw, t, g, lay, acc, sacc, sbase, base_g, writer)
+        em.emit(T.If(ok, fast, em.close()))
+        return
+    _copy_sync(lw, t, g, lay, acc, sacc, sbase, base_g, writer)
+
+
+def _cp_async_chunk(lw, t: vm.SharedTensor, lay) -> int:
+    """Elements per 16-byte cp.async chunk when every chunk of the copy is 16
+    contiguous, 16-byte aligned bytes in shared memory and along the global
+    last dimension (one thread's aligned slot group); else 0."""
+    from .lower_to_threads import shared_layout_of
+    dt = t.dtype
+    if not dt.is_byte_aligned or dt.nbits > 64 or t.ndim == 0:
+        return 0
+    e = 128 // dt.nbits
+    sl = shared_layout_of(t)
+    sw = sl.swizzle_fn
+    if (t.shape[-1] % e or sl.strides[-1] != 1 or any(st % e for st in sl.strides[:-1])
+            or (sw is not None and sw.bits and sw.base < e.bit_length() - 1)
+            or lw.shared_offsets.get(t, 1) % 16):
+        return 0
+    if L.contiguous_dim_run(lay, lay.ndim - 1) < e:
+        return 0
+    threads = np.arange(lay.num_threads)
+    for first in range(0, lay.local_size, e):
+        if np.any(np.asarray(lay.map(threads, np.full_like(threads, first))[-1]) % e):
+            return 0
+    return e
+
+
+def lower_commit_async(lw, s) -> None:
+    lw.__dict__["_g2_uncommitted"] = False
+    lw.em.emit(T.CpAsyncCommit())
+
+
+def lower_wait_async(lw, s) -> None:
+    """cp.async.wait_group n. The frontend commits after every copy_async; a
+    VM program that waits on copies it never committed (in program order)
+    gets them committed as a group here first."""
+    if lw.__dict__.get("_g2_uncommitted"):
+        lower_commit_async(lw, s)
+    lw.em.emit(T.CpAsyncWait(int(s.n)))
+
+
+def _copy_sync(lw, t, g, lay, acc, sacc, sbase, base_g, writer) -> None:
+    em = lw.em
     if not t.dtype.is_byte_aligned:
         # Through registers and the packed shared store.
         regs = [V.decode_bits(em, load_bits(em, T.Space.GLOBAL, base_g, acc.flat(k), acc.mask(k), g.dtype), g.dtype)

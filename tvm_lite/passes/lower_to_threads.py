@@ -40,6 +40,12 @@ from ..ir import vm
 from ..ir.dtypes import DataType
 from ..ir.shared_layout import SharedLayout, shared_row_major
 from . import lower_values as V
+# The instruction parts import this module's helpers lazily, so importing them here
+# makes no cycle at import time.
+from .lower_cast import lower_cast, lower_elementwise_half2
+from .lower_dot import lower_convert_for_mma, lower_dot
+from .lower_memory import (lower_commit_async, lower_copy_async, lower_load, lower_load_shared, lower_store,
+                           lower_store_shared, lower_wait_async)
 from .lower_layouts import default_layout, relabel, replica_terms, row_major_flat, slot_offsets, thread_terms
 
 U32 = T.u32
@@ -90,7 +96,7 @@ class Lowerer:
 
     # ------------------------------------------------------------ utilities
     def at_entry(self):
-        """Context: emit into the prologue (values that depend only on %tid and params)."""
+        """Context: emit into the prologue (values that depend only on %tid, %ctaid and params)."""
         lowerer = self
 
         class _Ctx:
@@ -126,6 +132,15 @@ class Lowerer:
             self.em.emit(T.SpecialReg(r, T.SReg.TID_X))
             return r
         return self.cached("tid", make)
+
+    def block_index(self, axis: int) -> T.Reg:
+        """%ctaid.{x,y,z} as s32, read once at entry (not once per use: a use
+        inside a loop would re-read the special register every iteration)."""
+        def make():
+            r = self.em.reg(U32, "ctaid")
+            self.em.emit(T.SpecialReg(r, (T.SReg.CTAID_X, T.SReg.CTAID_Y, T.SReg.CTAID_Z)[axis]))
+            return self.em.mov(r, T.s32, "bid")
+        return self.cached(("ctaid", axis), make)
 
     def digit(self, div: int, size: int) -> T.Reg:
         def make():
@@ -218,10 +233,7 @@ class Lowerer:
                 raise TLCompileError(f"lowering: scalar '{e.name}' used before it is set")
             return self.scalars[e]
         if isinstance(e, vm.BlockIdx):
-            which = (T.SReg.CTAID_X, T.SReg.CTAID_Y, T.SReg.CTAID_Z)[e.axis]
-            r = em.reg(U32, "ctaid")
-            em.emit(T.SpecialReg(r, which))
-            return em.mov(r, T.s32, "bid")
+            return self.block_index(e.axis)
         if isinstance(e, vm.ScalarCast):
             return V.convert(em, self.scalar(e.value), e.value.dtype, e.type)
         if isinstance(e, vm.Select):
@@ -414,7 +426,12 @@ class Lowerer:
         up = em.setp(T.Cmp.GT, step, T.Imm(0, ct))
         done = em.selp(V.from_pred(em, em.setp(T.Cmp.GE, var, stop)),
                        V.from_pred(em, em.setp(T.Cmp.LE, var, stop)), up)
-        em.emit(T.Break(V.to_pred(em, done)))
+        leave = V.to_pred(em, done)
+        if not (isinstance(s.step, vm.Const) and s.step.value != 0):
+            # A zero step (an error on interp and cpu; a GPU kernel has no error channel)
+            # leaves at once: without this test, start > stop would spin forever.
+            leave = em.bin(T.BinOp.OR, leave, em.setp(T.Cmp.EQ, step, T.Imm(0, ct)), T.pred)
+        em.emit(T.Break(leave))
         self.block(s.body)
         em.emit(T.Loop(em.close()))
 
@@ -461,6 +478,8 @@ class Lowerer:
         self.define(s.out, regs)
 
     def lower_Cast(self, s: vm.Cast) -> None:
+        if lower_cast(self, s):
+            return
         src = self.convert_layout(s.x, self.layout(s.out))
         self.define(s.out, [V.convert(self.em, r, s.x.dtype, s.out.dtype) for r in src])
 
@@ -470,8 +489,9 @@ class Lowerer:
         self.define(s.out, self.convert_layout(s.x, self.layout(s.out)))
 
     def lower_ConvertLayout(self, s) -> None:
-        out, x = s.dst if hasattr(s, "dst") else s.out, s.src if hasattr(s, "src") else s.x
-        self.define(out, self.convert_layout(x, self.layout(out)))
+        if lower_convert_for_mma(self, s):
+            return
+        self.define(s.out, self.convert_layout(s.x, self.layout(s.out)))
 
     def lower_Assign(self, s: vm.Assign) -> None:
         regs = self.convert_layout(s.x, self.layout(s.out))
@@ -591,6 +611,8 @@ class Lowerer:
         return [r] * lay.local_size
 
     def lower_Elementwise(self, s: vm.Elementwise) -> None:
+        if lower_elementwise_half2(self, s):
+            return
         lay = self.layout(s.out)
         ops = [(self.operand_regs(a, s.out, lay), a.dtype) for a in s.args]
         regs = []
@@ -654,42 +676,35 @@ class Lowerer:
         return acc
 
     def lower_Dot(self, s: vm.Dot) -> None:
-        from .lower_dot import lower_dot
         lower_dot(self, s)
 
     # ------------------------------------------------------------ memory
     def lower_Load(self, s: vm.Load) -> None:
-        from .lower_memory import lower_load
         lower_load(self, s)
 
     def lower_Store(self, s: vm.Store) -> None:
-        from .lower_memory import lower_store
         lower_store(self, s, atomic=False)
 
     def lower_AtomicAdd(self, s: vm.AtomicAdd) -> None:
-        from .lower_memory import lower_store
         lower_store(self, s, atomic=True)
 
     def lower_AllocShared(self, s: vm.AllocShared) -> None:
         pass   # placed at construction
 
     def lower_LoadShared(self, s: vm.LoadShared) -> None:
-        from .lower_memory import lower_load_shared
         lower_load_shared(self, s)
 
     def lower_StoreShared(self, s: vm.StoreShared) -> None:
-        from .lower_memory import lower_store_shared
         lower_store_shared(self, s)
 
     def lower_CopyAsync(self, s: vm.CopyAsync) -> None:
-        from .lower_memory import lower_copy_async
         lower_copy_async(self, s)
 
     def lower_CommitAsync(self, s) -> None:
-        pass   # copies are synchronous in this lowering (see lower_memory.lower_copy_async)
+        lower_commit_async(self, s)
 
     def lower_WaitAsync(self, s) -> None:
-        pass
+        lower_wait_async(self, s)
 
     def lower_Barrier(self, s) -> None:
         self.em.emit(T.Barrier())

@@ -346,13 +346,13 @@ def convert(em: Emitter, x: T.Reg, src: DataType, dst: DataType) -> T.Reg:
     if dst.is_float:
         if src.is_float:
             return round_to(em, x, dst)
-        # integer -> float: exact through f64 when the integer fits 53 bits.
-        if src.nbits <= 53 or dst.name == "f64":
-            wide = em.cvt(x, T.f64, T.Rounding.RN)
-            if dst.name == "f64":
-                return wide
-            if dst.name == "f32":
-                return em.cvt(wide, T.f32, T.Rounding.RN)   # one rounding (f32 max >> 2^53)
+        # integer -> float: cvt.rn to f32/f64 rounds once, correctly. Narrower
+        # formats go through a type that holds the integer exactly (f32 up to
+        # 24 bits, f64 up to 53), then round (and saturate) once.
+        if dst.name in ("f32", "f64"):
+            return em.cvt(x, ct, T.Rounding.RN)
+        if src.nbits <= 53:
+            wide = em.cvt(x, T.f32 if src.nbits <= 24 else T.f64, T.Rounding.RN)
             return round_to(em, wide, dst)
         # 64-bit integers: one rounding to f32 first (documented double rounding below f32).
         return round_to(em, em.cvt(x, T.f32, T.Rounding.RN), dst)

@@ -37,6 +37,13 @@ MIN_REPEAT = 50
 WARMUP = 3
 COPY_BYTES = 1 << 30
 
+# The issue-7 benchmark: K = 8192, N in {8192, 28672, 57344}, M in {1, 16, 128,
+# 4096}, every weight type of the CPU benchmark.
+DEFAULT_K = 8192
+DEFAULT_NS = (8192, 28672, 57344)
+DEFAULT_MS = (1, 16, 128, 4096)
+DEFAULT_DTYPES = ("u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", "i4", "f4e2m1", "f6e3m2", "f8e4m3")
+
 
 # --------------------------------------------------------------- timing
 
@@ -52,17 +59,23 @@ class L2Flusher:
 
 
 def time_median_ms(fn: Callable[[], object], flush: L2Flusher, repeat: int) -> float:
-    """Median device time of `fn()` in ms, L2 flushed before each run."""
+    """Median device time of `fn()` in ms, L2 flushed before each run.
+
+    Everything runs on the legacy default stream, so the flush finishes
+    before `start` is recorded and `end` after fn's work; fn's work on other
+    streams is not timed (the baselines launch on the current torch/cupy
+    stream, which is the legacy default one unless the caller changed it)."""
     for _ in range(WARMUP):
         fn()
     rt.synchronize()
+    start, end = rt.Event(), rt.Event()
     times = []
     for _ in range(max(repeat, MIN_REPEAT)):
         flush()
-        start = rt.Event().record()
+        start.record()
         fn()
-        end = rt.Event().record()
-        times.append(rt.Event.elapsed_ms(start, end))
+        end.record()
+        times.append(rt.Event.elapsed_ms(start, end))   # waits for `end`
     return statistics.median(times)
 
 
@@ -93,27 +106,31 @@ def random_quantized(dtype_name: str, k: int, n: int, group_size: int, rng):
     return QuantizedTensor(data, scales, None, wt, int(group_size), (k, n), as_dtype("f16"))
 
 
-def _device_call(a: np.ndarray, qt) -> tuple[Callable[[], object], Callable[[], np.ndarray], str]:
-    """(run, result, note): a zero-argument launch of quant_matmul's kernel on
-    device-resident operands, and a reader of its output. Falls back to the
-    public tl.ops.quant_matmul (which copies host arrays each call) when the
-    ops module's internals are not available."""
-    from ..ops import matmul as qm
-    try:
-        name = qm.choose_kernel(a.shape[0])
-        constants = dict(WT=qt.dtype.name, AT="f16", ST=qt.scale_dtype.name, G=qt.group,
-                         ZERO=int(qt.zeros is not None))
-        kern = qm.compiled(name, "cuda", qm._items(constants))
-        args = qm.kernel_arguments(a, qt)
-    except (AttributeError, TypeError) as e:
-        out = {}
+def device_target(device) -> str:
+    """The compile target for `device`: its own sm when tvm_lite supports it,
+    else the newest supported one below it (the driver JIT runs older PTX)."""
+    from .target import _SUPPORTED_SM
+    usable = [sm for sm in _SUPPORTED_SM if sm <= device.sm]
+    if not usable:
+        raise TLError(f"{device.name} is sm_{device.sm}; tvm_lite's CUDA target needs sm_{min(_SUPPORTED_SM)} "
+                      f"or newer")
+    return f"cuda:sm_{max(usable)}"
 
-        def run_public():
-            out["c"] = qm.quant_matmul(a, qt, target="cuda")
-        return run_public, lambda: out["c"], f"timed through tl.ops.quant_matmul with host copies ({e})"
+
+def _device_call(a: np.ndarray, qt, target: str) -> tuple[Callable[[], object], Callable[[], np.ndarray], str]:
+    """(run, result, note): a zero-argument launch of the kernel
+    tl.ops.quant_matmul(a, qt, target) runs (same kernel choice and GPU
+    tiles) on device-resident operands, and a reader of its output."""
+    from ..ops import matmul as qm
+    name, gpu = qm.gpu_config(a.shape[0], "f16")
+    constants = dict(WT=qt.dtype.name, AT="f16", ST=qt.scale_dtype.name, G=qt.group,
+                     ZERO=int(qt.zeros is not None), **gpu)
+    kern = qm.compiled(name, target, qm._items(constants))
+    args = qm.kernel_arguments(a, qt)
     dev_args = [rt.to_device(x) if isinstance(x, np.ndarray) else x for x in args]
     c = dev_args[-1]
-    return (lambda: kern(*dev_args)), (lambda: c.numpy()), ""
+    config = " ".join(f"{t}={v}" for t, v in gpu.items())
+    return (lambda: kern(*dev_args)), (lambda: c.numpy()), f"{name} {config}"
 
 
 def _array_lib():
@@ -176,12 +193,12 @@ def torch_int4_baseline(m: int, n: int, k: int, group_size: int):
 # ------------------------------------------------------------------ driver
 
 
-def _check(dtype_name: str, k: int, n: int, group_size: int, rng) -> float:
+def _check(dtype_name: str, k: int, n: int, group_size: int, rng, target: str) -> float:
     """max |C - ref| / max |ref| for M = 1 (ref: float64 numpy on the dequantized weights)."""
     from ..ops.quantize import dequantize
     qt = random_quantized(dtype_name, k, n, group_size, rng)
     a = rng.standard_normal((1, k)).astype(np.float16)
-    run, result, _ = _device_call(a, qt)
+    run, result, _ = _device_call(a, qt, target)
     run()
     rt.synchronize()
     ref = a.astype(np.float64) @ dequantize(qt).astype(np.float64)
@@ -189,11 +206,15 @@ def _check(dtype_name: str, k: int, n: int, group_size: int, rng) -> float:
     return float(np.max(np.abs(got - ref)) / max(np.max(np.abs(ref)), 1e-30))
 
 
-def run_cuda_bench(dtypes=("u4",), ms=(1, 16, 128, 4096), ns=(8192, 28672, 57344), k: int = 8192,
+def run_cuda_bench(dtypes=DEFAULT_DTYPES, ms=DEFAULT_MS, ns=DEFAULT_NS, k: int = DEFAULT_K,
                    group_size: int = 128, repeat: int = MIN_REPEAT, seed: int | None = None,
                    log: Callable[[str], None] | None = None) -> list[dict]:
     """Time quant_matmul and the baselines; one dict per (dtype, N, M) (module docstring)."""
+    from ..ops.quantize import quantize
+    for name in dtypes:      # bad types and group sizes fail now, not after minutes
+        quantize(np.zeros((1, 1), np.float32), name, group_size)
     device = rt.ensure_context()
+    target = device_target(device)
     rng = np.random.default_rng(seed)
     repeat = max(int(repeat), MIN_REPEAT)
     flush = L2Flusher(device.l2_bytes)
@@ -205,7 +226,7 @@ def run_cuda_bench(dtypes=("u4",), ms=(1, 16, 128, 4096), ns=(8192, 28672, 57344
     rows = []
     for dtype_name in dtypes:
         try:
-            errors[dtype_name] = _check(dtype_name, k, min(ns), group_size, rng)
+            errors[dtype_name] = _check(dtype_name, k, min(ns), group_size, rng, target)
         except TLError as e:
             errors[dtype_name] = f"check failed: {e.message}"
         for n in ns:
@@ -216,7 +237,7 @@ def run_cuda_bench(dtypes=("u4",), ms=(1, 16, 128, 4096), ns=(8192, 28672, 57344
                        "max_rel_err": errors[dtype_name], "notes": []}
                 a = rng.standard_normal((m, k)).astype(np.float16)
                 try:
-                    run, _, note = _device_call(a, qt)
+                    run, _, note = _device_call(a, qt, target)
                     t = time_median_ms(run, flush, repeat)
                     moved = qt.nbytes + a.nbytes + m * n * 2
                     row.update(time_ms=t, gbps=moved / (t * 1e-3) / 1e9)

@@ -94,16 +94,26 @@ def check(call: str, returned) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def _is_missing_driver(e: RuntimeError) -> bool:
+    """Whether cuda.bindings raised `e` because libcuda.so cannot be loaded
+    (cuda.pathfinder's DynamicLibNotFoundError, a RuntimeError subclass)."""
+    return any(c.__name__ == "DynamicLibNotFoundError" for c in type(e).__mro__) \
+        or "driver library" in str(e)
+
+
 def call(name: str, *args) -> Any:
-    """`driver().<name>(*args)` through `check`; a RuntimeError raised by the
-    bindings (no driver library) becomes TLTargetError."""
+    """`driver().<name>(*args)` through `check`. A RuntimeError raised by the
+    bindings becomes TLTargetError when the driver library is missing, else
+    CudaError (e.g. a driver too old to have the entry point)."""
     drv = driver()
     try:
         returned = getattr(drv, name)(*args)
     except TLError:
         raise
     except RuntimeError as e:
-        raise TLTargetError(f"{NO_DRIVER} ({name}: {e})") from None
+        if _is_missing_driver(e):
+            raise TLTargetError(f"{NO_DRIVER} ({name}: {e})") from None
+        raise CudaError(f"{name}: {e}") from None
     except (TypeError, ValueError, OverflowError) as e:
         raise CudaError(f"{name}: invalid argument ({e})") from None
     return check(name, returned)
@@ -221,6 +231,8 @@ def _stream_handle(stream) -> int:
         return stream.handle
     if isinstance(stream, int) and not isinstance(stream, bool) and stream >= 0:
         return stream
+    if type(stream).__module__.startswith("cuda.bindings"):   # a CUstream object
+        return int(stream)
     handle = getattr(stream, "cuda_stream", None)     # torch / cupy stream objects
     if handle is None:
         handle = getattr(stream, "ptr", None)
@@ -405,15 +417,18 @@ class DeviceView:
 
 
 def is_device_array(obj) -> bool:
-    return isinstance(obj, DeviceArray) or hasattr(obj, "__cuda_array_interface__") \
+    return isinstance(obj, (DeviceArray, DeviceView)) or hasattr(obj, "__cuda_array_interface__") \
         or (hasattr(obj, "__dlpack__") and not isinstance(obj, np.ndarray))
 
 
 def device_view(obj, stream=None) -> DeviceView:
     """A DeviceView of a DeviceArray, a `__cuda_array_interface__` object or a
-    `__dlpack__` object on a CUDA device; TLLaunchError for anything else."""
+    `__dlpack__` object on a CUDA device (a DeviceView is returned as is);
+    TLLaunchError for anything else."""
     if isinstance(obj, DeviceArray):
         return DeviceView(obj.ptr, obj.shape, obj.dtype, True, False, obj)
+    if isinstance(obj, DeviceView):
+        return obj
     cai_error = None
     if hasattr(obj, "__cuda_array_interface__"):
         try:
@@ -546,18 +561,28 @@ class Function:
         self.module = module
         self.name = name
         self._handle = call("cuModuleGetFunction", module._handle, name.encode())
-        self._dynamic_shared_limit = 48 * 1024
+        self._dynamic_shared_limit: int | None = None   # bytes allowed now (queried on first launch)
+        self._static_shared = 0
 
     def reserve_dynamic_shared(self, nbytes: int) -> None:
-        """Allow `nbytes` of dynamic shared memory (above 48 KB needs an opt-in)."""
+        """Allow `nbytes` of dynamic shared memory. Without an opt-in a block
+        may use 48 KB of static plus dynamic shared memory; above that the
+        function attribute MAX_DYNAMIC_SHARED_SIZE_BYTES must be raised, up to
+        the device's opt-in limit minus the static part (ptxas reports 1 KB of
+        static shared memory on sm_90 even for kernels that declare none)."""
+        attrs = driver().CUfunction_attribute
+        if self._dynamic_shared_limit is None:
+            self._static_shared = int(call("cuFuncGetAttribute", attrs.CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES,
+                                           self._handle))
+            self._dynamic_shared_limit = max(0, 48 * 1024 - self._static_shared)
         if nbytes <= self._dynamic_shared_limit:
             return
         device = ensure_context()
-        if nbytes > device.max_shared_optin:
-            raise TLLaunchError(f"{self.name}: needs {nbytes} bytes of shared memory per block; "
-                                f"{device.name} allows at most {device.max_shared_optin}")
-        attr = driver().CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
-        call("cuFuncSetAttribute", self._handle, attr, int(nbytes))
+        if self._static_shared + nbytes > device.max_shared_optin:
+            raise TLLaunchError(f"{self.name}: needs {nbytes} bytes of dynamic shared memory per block "
+                                f"(plus {self._static_shared} static); {device.name} allows at most "
+                                f"{device.max_shared_optin} in all")
+        call("cuFuncSetAttribute", self._handle, attrs.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, int(nbytes))
         self._dynamic_shared_limit = nbytes
 
     def launch(self, grid: tuple[int, int, int], threads: int, shared_bytes: int,

@@ -116,7 +116,9 @@ def bind_cuda_arguments(kernel: vm.Kernel, args: tuple, kwargs: dict | None = No
             is_written = id(p) in written
             if isinstance(value, np.ndarray):
                 host = check_tensor(kernel.name, p, shape, value, is_written)
-                device = rt.to_device(host.reshape(-1).view(np.uint8))
+                # On a stream, copy on that stream: a non-blocking stream is not
+                # ordered after the legacy stream's (synchronous) copies.
+                device = rt.to_device(host.reshape(-1).view(np.uint8), stream)
                 bound.keep_alive.append(device)
                 bound.addresses[p] = device.ptr
                 if is_written:

@@ -1,0 +1,169 @@
+"""The GPU lowering of `cast` from packed 1..8-bit tiles to f16/bf16
+(passes/lower_cast.py, select_dequant) and the word-wise global load that
+feeds it (passes/lower_memory.py): bit-exact against the reference
+interpreter on the emulator, on the vector path (aligned base, last dim a
+multiple of the run) and on the byte path (unaligned base, ragged last dim)."""
+import ml_dtypes
+import numpy as np
+import pytest
+
+import tvm_lite as tl
+from tvm_lite.backends.gpu_pipeline import lower_for_gpu
+from tvm_lite.ir import thread as T
+
+CAST = """\
+@kernel(warps=4)
+def castk[WT: dtype = u4, DT: dtype = f16](m: i32, n: i32, w: WT[m, n], o: DT[m, n]):
+    grid(cdiv(m, 64), cdiv(n, 128))
+    t = load(w, [block.x * 64, block.y * 128], [64, 128])
+    store(o, cast(t, DT), [block.x * 64, block.y * 128])
+"""
+
+TYPES = ["u1", "u2", "u3", "u4", "i4", "u5", "i7", "u8", "i8", "f3e1m1", "f4e2m1", "f6e3m2", "f8e4m3", "f8e5m2"]
+
+
+def _statements(body):
+    for s in body:
+        yield s
+        for field in ("body", "then", "orelse"):
+            yield from _statements(getattr(s, field, ()))
+
+
+def _patterns(rng, dt, shape):
+    """Every bit pattern is fair game (NaN/inf included): the cast must match
+    the interpreter bit for bit."""
+    dt = tl.dtype(dt)
+    bits = rng.integers(0, 2 ** dt.nbits, shape)
+    return tl.ir.dtypes.pack_bits(bits, dt.nbits)
+
+
+def _run(target, wt, dst, m, n, packed):
+    mod = tl.compile(CAST, target=target, WT=wt, DT=dst)
+    out = np.full((m, n), np.nan, np.float16 if dst == "f16" else ml_dtypes.bfloat16)
+    arg = packed
+    native = tl.ir.dtypes.numpy_dtype(tl.dtype(wt))
+    if native is not None:
+        arg = packed.view(native).reshape(m, n)
+    mod.castk(m, n, arg, out)
+    return out
+
+
+def _bits(x):
+    return x.view(np.uint16)
+
+
+@pytest.mark.parametrize("wt", TYPES)
+@pytest.mark.parametrize("dst", ["f16", "bf16"])
+def test_cast_matches_interpreter_bit_for_bit(rng, wt, dst):
+    m, n = 70, 256       # vector path in the first block row, masked rows in the second
+    packed = _patterns(rng, wt, (m, n))
+    want = _run("interp", wt, dst, m, n, packed)
+    got = _run("cuda-emu:sm_80", wt, dst, m, n, packed)
+    same = (_bits(got) == _bits(want)) | (np.isnan(got.astype(np.float32)) & np.isnan(want.astype(np.float32)))
+    assert same.all(), np.argwhere(~same)[:4]
+
+
+@pytest.mark.parametrize("wt", ["u4", "u3", "f4e2m1", "u8"])
+def test_cast_byte_path_on_unaligned_base_and_ragged_rows(rng, wt):
+    m, n = 5, 136        # n not a multiple of the 32-field run: the byte path
+    dt = tl.dtype(wt)
+    packed = _patterns(rng, wt, (m, n))
+    # Shift the whole stream by one byte in a larger buffer: an unaligned base.
+    buf = np.zeros(packed.size + 1, np.uint8)
+    buf[1:] = packed
+    unaligned = buf[1:]
+    want = _run("interp", wt, "f16", m, n, packed)
+    got = _run("cuda-emu:sm_90", wt, "f16", m, n, unaligned)
+    same = (_bits(got) == _bits(want)) | (np.isnan(got.astype(np.float32)) & np.isnan(want.astype(np.float32)))
+    assert same.all(), (dt.name, np.argwhere(~same)[:4])
+
+
+@pytest.mark.parametrize("wt", ["u4", "u3", "i4", "f6e3m2", "u1"])
+def test_cast_lowers_to_bit_tricks_on_words(wt):
+    k = next(iter(tl.compile(CAST, target="interp", WT=wt))).vm
+    stmts = list(_statements(lower_for_gpu(k, "cuda-emu:sm_80").body))
+    int_to_float = [s for s in stmts if isinstance(s, T.Cvt) and isinstance(s.src, T.Reg)
+                    and not s.src.type.is_float and s.dst.type.is_float]
+    assert not int_to_float
+    assert any(isinstance(s, (T.Lop3, T.Prmt)) for s in stmts)
+    # The weight words come from 32-bit (or wider) global loads.
+    assert any(isinstance(s, T.Load) and s.space is T.Space.GLOBAL and s.dsts[0].name.startswith("pw")
+               for s in stmts)
+
+
+SCALED = """\
+@kernel(warps=4)
+def scaled[WT: dtype = u4, DT: dtype = f16](m: i32, n: i32, w: WT[m, n], s: DT[1, n], o: DT[m, n]):
+    grid(cdiv(m, 64), cdiv(n, 128))
+    t = load(w, [block.x * 64, block.y * 128], [64, 128])
+    r = load(s, [0, block.y * 128], [1, 128])
+    store(o, cast(t, DT) * r, [block.x * 64, block.y * 128])
+"""
+
+
+@pytest.mark.parametrize("wt", ["u4", "i3", "f4e2m1"])
+@pytest.mark.parametrize("dst", ["f16", "bf16"])
+@pytest.mark.parametrize("target", ["cuda-emu:sm_80", "cuda-emu:sm_90"])
+def test_scaled_cast_uses_pairs_and_matches_interpreter(rng, wt, dst, target):
+    """cast(w, DT) * row: the product runs on f16x2/bf16x2 pairs (one rounding,
+    as the interpreter) and agrees bit for bit; overflow to inf included."""
+    m, n = 65, 256
+    vdt = np.float16 if dst == "f16" else ml_dtypes.bfloat16
+    packed = _patterns(rng, wt, (m, n))
+    s = (rng.standard_normal((1, n)) * 2.0 ** rng.integers(-20, 14, (1, n))).astype(vdt)
+    outs = []
+    for tgt in ("interp", target):
+        mod = tl.compile(SCALED, target=tgt, WT=wt, DT=dst)
+        o = np.full((m, n), np.nan, vdt)
+        mod.scaled(m, n, packed, s, o)
+        outs.append(o)
+    want, got = outs
+    same = (_bits(got) == _bits(want)) | (np.isnan(got.astype(np.float32)) & np.isnan(want.astype(np.float32)))
+    assert same.all(), np.argwhere(~same)[:4]
+    k = next(iter(tl.compile(SCALED, target="interp", WT=wt, DT=dst))).vm
+    pair_ops = [st for st in _statements(lower_for_gpu(k, target).body)
+                if isinstance(st, (T.Binary, T.Fma)) and st.dst.type in (T.f16x2, T.bf16x2)]
+    assert pair_ops
+
+
+def test_cast_of_a_reassigned_tile_uses_its_latest_value(rng):
+    """The load's words belong to the load: after `t = load(...)` is assigned
+    again in a loop, the cast must see the new value."""
+    src = """
+@kernel(warps=4)
+def re(m: i32, n: i32, w: u4[m, n], o: f16[m, n]):
+    t = load(w, [0, 0], [64, 128])
+    for i in range(2):
+        t = load(w, [64, 0], [64, 128])
+    store(o, cast(t, f16), [0, 0])
+"""
+    m, n = 128, 128
+    vals = rng.integers(0, 16, (m, n)).astype(np.float64)
+    o = np.zeros((m, n), np.float16)
+    next(iter(tl.compile(src, target="cuda-emu:sm_80")))(m, n, tl.pack(vals, "u4"), o)
+    np.testing.assert_array_equal(o[:64], vals[64:].astype(np.float16))
+
+
+@pytest.mark.parametrize("wt", ["u4", "i4", "u3"])
+def test_cast_of_a_computed_integer_tile_repacks_fields(rng, wt):
+    """A tile that did not come straight from a load (here t ^ (t >> 1)) is
+    repacked into words from its element registers, then dequantized."""
+    src = """
+@kernel(warps=4)
+def rp[WT: dtype = u4](m: i32, n: i32, w: WT[m, n], o: f16[m, n]):
+    t = load(w, [0, 0], [64, 128])
+    store(o, cast(t ^ (t >> 1), f16), [0, 0])
+"""
+    m, n = 64, 128
+    dt = tl.dtype(wt)
+    vals = rng.integers(dt.min, dt.max + 1, (m, n)).astype(np.float64)
+    outs = []
+    for target in ("interp", "cuda-emu:sm_80"):
+        o = np.full((m, n), np.nan, np.float16)
+        next(iter(tl.compile(src, target=target, WT=wt)))(m, n, tl.pack(vals, wt), o)
+        outs.append(o)
+    np.testing.assert_array_equal(outs[1], outs[0])
+    k = next(iter(tl.compile(src, target="interp", WT=wt))).vm
+    stmts = list(_statements(lower_for_gpu(k, "cuda-emu:sm_80").body))
+    assert not [s for s in stmts if isinstance(s, T.Cvt) and isinstance(s.src, T.Reg)
+                and not s.src.type.is_float and s.dst.type.is_float]

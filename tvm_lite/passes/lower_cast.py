@@ -1,0 +1,275 @@
+"""`cast` of packed low-bit tiles to f16 / bf16 through bit tricks, and
+element-wise f16/bf16 arithmetic on packed pairs.
+
+    lower_cast(lw, s: vm.Cast) -> bool                (True when it lowered s)
+    lower_elementwise_half2(lw, s: vm.Elementwise) -> bool
+    record_words(lw, tile, layout, run, groups)       (by the global load)
+    record_half2(lw, tile, layout, pairs) / half2_of(lw, tile, layout)
+    packed_run(layout, nbits), defined_once(lw, tile)
+
+A cast from any 1..8-bit integer or float type to f16/bf16 uses
+`select_dequant.dequant_packed` (lop3/prmt field extraction, the magic-number
+int -> f16 trick, exponent placement for small floats) on 32-bit words that
+hold consecutive fields of one thread, instead of one conversion per element.
+
+Assumes: the tile's layout gives each thread aligned groups of `run >= 2`
+consecutive elements along the last (contiguous) dimension
+(`layout.contiguous_dim_run`), with run * bits a multiple of 32. The words
+come either from the global load that produced the tile (`record_words`:
+the raw bit stream the load read, so nothing is unpacked and repacked) or,
+for integer tiles, are repacked from the element registers with shifts and
+ors. Records (words, pairs) are used only for tiles written by exactly one
+VM instruction (`defined_once`). Guarantees: the result equals
+`lower_values.convert` bit for bit (the
+dequant library rounds like cvt.rn). Any other cast returns False and the
+generic element-wise lowering runs.
+
+The tile's compute form stays one f32 register per f16/bf16 element
+(lower_values.cf_type): each f16x2 half is widened with one exact
+float -> float cvt (bf16: one shift / mask), never a cvt from an integer.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import layout as L
+from ..ir import thread as T
+from ..ir import vm
+from .select_dequant import dequant_packed, supports
+
+U32 = T.u32
+
+
+def _store(lw) -> dict:
+    """Per-lowering map tile -> (layout, run, [words per slot group]); lives on
+    the Lowerer instance (no module state)."""
+    return lw.__dict__.setdefault("_g2_packed_words", {})
+
+
+def defined_once(lw, tile: vm.RegisterTensor) -> bool:
+    """Whether exactly one VM instruction writes `tile`: records of how a
+    producer left a tile (words, pairs, fragments) hold only then, since an
+    Assign (loop-carried values) overwrites the tile's registers in place."""
+    counts = lw.__dict__.get("_g2_out_counts")
+    if counts is None:
+        from collections import Counter
+        from .lower_to_threads import _walk
+        counts = Counter(id(getattr(st, "out", None)) for st in _walk(lw.kernel.body)
+                         if isinstance(getattr(st, "out", None), vm.RegisterTensor))
+        lw.__dict__["_g2_out_counts"] = counts
+    return counts[id(tile)] == 1
+
+
+def record_words(lw, tile: vm.RegisterTensor, layout, run: int, groups) -> None:
+    """The load of `tile` read each aligned group of `run` slots as the 32-bit
+    words `groups[g]` (little-endian bit stream, field 0 at bit 0)."""
+    _store(lw)[tile] = (layout, run, [tuple(g) for g in groups])
+
+
+def packed_run(layout: L.RegisterLayout, nbits: int) -> int:
+    """The group length (slots) for word access along the last dimension: a
+    power of two, run * nbits a multiple of 32 and at most 256 (eight words:
+    32 fields of 5 or 7 bits) - or 512 where 256 bits would leave an odd
+    number of words (64 fields of 5 or 7 bits: v2 loads instead of b32
+    ones), groups starting at multiples of run in every thread; 0 when
+    there is none."""
+    if layout.ndim == 0:
+        return 0
+    most = L.contiguous_dim_run(layout, layout.ndim - 1)
+    run = most
+    while run > 1 and run * nbits > 256:
+        run //= 2
+    if run * 2 <= most and (run * nbits) % 64 == 32:
+        run *= 2
+    if run < 2 or (run * nbits) % 32:
+        return 0
+    threads = np.arange(layout.num_threads)
+    for first in range(0, layout.local_size, run):
+        idx = layout.map(threads, np.full_like(threads, first))
+        if np.any(np.asarray(idx[-1]) % run):
+            return 0
+    return run
+
+
+def lower_cast(lw, s: vm.Cast) -> bool:
+    src, dst = s.x.dtype, s.out.dtype
+    if dst.name not in ("f16", "bf16") or src.nbits > 8 or not supports(src, dst):
+        return False
+    lay = lw.layout(s.out)
+    run = packed_run(lay, src.nbits)
+    if not run:
+        return False
+    rec = _store(lw).get(s.x) if defined_once(lw, s.x) else None
+    if rec is not None and rec[0] == lay and rec[1] == run:
+        groups = rec[2]
+    elif src.is_integer:
+        groups = _repack(lw, lw.convert_layout(s.x, lay), src, run)
+    else:
+        return False
+    em = lw.em
+
+    def namer(hint, t):
+        return em.reg(t, hint)
+
+    regs, all_pairs = [], []
+    for words in groups:
+        stmts, pairs = dequant_packed(namer, list(words), src, dst, run)
+        for st in stmts:
+            em.emit(st)
+        all_pairs.extend(pairs)
+        for p in pairs:
+            regs.extend(_widen_pair(em, p, dst.name))
+    lw.define(s.out, regs)
+    record_half2(lw, s.out, lay, all_pairs)
+    return True
+
+
+def _repack(lw, regs, src, run: int) -> list:
+    """Words of consecutive fields from element registers (integer compute form)."""
+    em = lw.em
+    n = src.nbits
+    groups = []
+    for first in range(0, len(regs), run):
+        words = [None] * (run * n // 32)
+        for k in range(run):
+            r = regs[first + k]
+            b = r if r.type == U32 else em.mov(r, U32)
+            if src.is_signed:   # sign-extended compute form: keep the field
+                b = em.bin(T.BinOp.AND, b, T.Imm(src.mask, U32), U32)
+            o = k * n
+            wi, sh = o // 32, o % 32
+            part = em.bin(T.BinOp.SHL, b, T.Imm(sh, U32), U32) if sh else b
+            words[wi] = part if words[wi] is None else em.bin(T.BinOp.OR, words[wi], part, U32)
+            if sh + n > 32:
+                hi = em.bin(T.BinOp.SHR, b, T.Imm(32 - sh, U32), U32)
+                words[wi + 1] = hi if words[wi + 1] is None else em.bin(T.BinOp.OR, words[wi + 1], hi, U32)
+        groups.append([w if w is not None else em.mov(0, U32) for w in words])
+    return groups
+
+
+def _widen_pair(em, p: T.Reg, dst: str) -> list:
+    """An f16x2 / bf16x2 register -> [low, high] in f32 (exact)."""
+    b = em.mov(p, U32, "pb")
+    if dst == "bf16":
+        lo = em.bin(T.BinOp.SHL, b, T.Imm(16, U32), U32)
+        hi = em.bin(T.BinOp.AND, b, T.Imm(0xFFFF0000, U32), U32)
+        return [em.mov(lo, T.f32, "v"), em.mov(hi, T.f32, "v")]
+    out = []
+    for half in (b, em.bin(T.BinOp.SHR, b, T.Imm(16, U32), U32)):
+        h = em.mov(em.cvt(half, T.u16), T.f16)
+        out.append(em.cvt(h, T.f32))
+    return out
+
+
+# ------------------------------------------------------------ f16x2 shadows
+# A 16-bit float tile whose producer had its values as packed pairs (the
+# dequant above, a word-wise global load) keeps them as a "shadow": pair j
+# holds slots 2j (low half) and 2j + 1 (high half). Element-wise mul/add/sub
+# of such tiles run on the pairs (mul.rn.f16x2: the product / sum rounded
+# once, as the interpreter's f16 arithmetic - f32 has 2p+2 bits, so its
+# double rounding is innocuous), and the mma operand conversion stores the
+# pairs without repacking. A pair with an inf or NaN half is redone element
+# by element, because the VM saturates finite overflow to +-max where the
+# packed instruction gives inf. The f32 element registers are still defined
+# (exact widening) for any other consumer; unused ones are dead code.
+
+_HALF2 = {"f16": T.f16x2, "bf16": T.bf16x2}
+
+
+def _half2_store(lw) -> dict:
+    return lw.__dict__.setdefault("_g2_half2", {})
+
+
+def record_half2(lw, tile: vm.RegisterTensor, layout, pairs) -> None:
+    """Pairs (f16x2/bf16x2 registers, or u32 words) of `tile` in `layout`."""
+    t = _HALF2[tile.dtype.name]
+    em = lw.em
+    regs = [p if p.type == t else em.mov(p, t, "h2") for p in pairs]
+    _half2_store(lw)[tile] = (layout, regs)
+
+
+def half2_of(lw, tile: vm.RegisterTensor, layout):
+    """The tile's pairs when it has a shadow in `layout`, else None."""
+    rec = _half2_store(lw).get(tile)
+    return rec[1] if rec is not None and rec[0] == layout and defined_once(lw, tile) else None
+
+
+def _broadcast_pairs(lw, a: vm.RegisterTensor, out: vm.RegisterTensor, lay):
+    """a's pairs at out's slot pairs when out's slots (2j, 2j+1) take a's slots
+    (2i, 2i+1) in every thread (same layout, or a broadcast that keeps pairs)."""
+    from .lower_layouts import relabel
+    from .lower_to_threads import Affine
+    la = lw.layout(a)
+    pairs = half2_of(lw, a, la)
+    if pairs is None:
+        return None
+    if tuple(a.shape) == tuple(out.shape) and la == lay:
+        return list(pairs)
+    strides = Affine.row_major(a.shape).coefs
+    pad = len(out.shape) - len(a.shape)
+    coefs = [0] * pad + [0 if n == 1 and m != 1 else st for n, m, st in zip(a.shape, out.shape[pad:], strides)]
+    plan = relabel([(la, Affine.row_major(a.shape))], lay, Affine(coefs), a.size)
+    if plan is None:
+        return None
+    out_pairs = []
+    for j in range(0, len(plan), 2):
+        (_, lo), (_, hi) = plan[j], plan[j + 1]
+        if lo % 2 or hi != lo + 1:
+            return None
+        out_pairs.append(pairs[lo // 2])
+    return out_pairs
+
+
+_CHECK_PAIRS = 4    # pairs per overflow test: fewer tests vs. fewer live registers
+
+_PAIR_OPS = {vm.ElementOp.MUL: T.BinOp.MUL, vm.ElementOp.ADD: T.BinOp.ADD, vm.ElementOp.SUB: T.BinOp.SUB}
+
+
+def lower_elementwise_half2(lw, s: vm.Elementwise) -> bool:
+    """mul/add/sub of 16-bit float tiles with shadows, pairwise; False when it
+    does not apply (then the element-wise lowering runs)."""
+    out = s.out
+    op = _PAIR_OPS.get(s.op)
+    if op is None or out.dtype.name not in _HALF2 or len(s.args) != 2:
+        return False
+    if not all(isinstance(a, vm.RegisterTensor) and a.dtype == out.dtype for a in s.args):
+        return False
+    lay = lw.layout(out)
+    if lay.local_size % 2:
+        return False
+    operands = [_broadcast_pairs(lw, a, out, lay) for a in s.args]
+    if any(p is None for p in operands):
+        return False
+    em = lw.em
+    dt = out.dtype
+    t = _HALF2[dt.name]
+    # A half is inf or NaN iff its magnitude bits + (0x8000 - inf) carry into
+    # bit 15 (no carry crosses halves: 0x7fff + 0x400 < 0x10000).
+    bump = (0x8000 - (0x7C00 if dt.name == "f16" else 0x7F80)) * 0x10001
+    pairs = []
+    ops_a, ops_b = operands
+    for g in range(0, len(ops_a), _CHECK_PAIRS):
+        group, flags = [], None
+        for pa, pb in zip(ops_a[g:g + _CHECK_PAIRS], ops_b[g:g + _CHECK_PAIRS]):
+            d = em.reg(t, "h2")
+            em.emit(T.Binary(op, d, pa, pb))
+            mag = em.bin(T.BinOp.AND, em.mov(d, U32, "hb"), T.Imm(0x7FFF7FFF, U32), U32)
+            f = em.bin(T.BinOp.ADD, mag, T.Imm(bump, U32), U32)
+            flags = f if flags is None else em.bin(T.BinOp.OR, flags, f, U32)
+            group.append((d, pa, pb))
+        # Such a half may be a finite overflow, which the VM rounds to +-max:
+        # then (rarely) redo the group element by element, as the generic lowering.
+        big = em.setp(T.Cmp.NE, em.bin(T.BinOp.AND, flags, T.Imm(0x80008000, U32), U32), T.Imm(0, U32), U32)
+        em.open()
+        for d, pa, pb in group:
+            halves = [lw.element(s.op, [(a, dt), (b, dt)], dt)
+                      for a, b in zip(_widen_pair(em, pa, dt.name), _widen_pair(em, pb, dt.name))]
+            em.emit(T.CvtPack(d, halves[1], halves[0]))
+        em.emit(T.If(big, em.close()))
+        pairs.extend(d for d, _, _ in group)
+    regs = []
+    for p in pairs:
+        regs.extend(_widen_pair(em, p, out.dtype.name))
+    lw.define(out, regs)
+    record_half2(lw, out, lay, pairs)
+    return True
