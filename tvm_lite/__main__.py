@@ -47,7 +47,7 @@ def _bench_config(args: argparse.Namespace) -> BenchConfig:
         target=args.target,
         dtypes=args.dtypes or base.dtypes,
         ms=args.m or base.ms,
-        k=k, n=n, group_size=args.group_size, activation=args.act,
+        k=k, n=n, group_size=args.group_size, activation=args.act or "f32",
         repeat=args.repeat or base.repeat,
         # the copy must be far larger than the caches; small problems need less to compare with
         copy_mib=base.copy_mib if k * n * 4 >= 64 << 20 else 64)
@@ -71,12 +71,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_bench_cuda(args: argparse.Namespace) -> int:
     """The GPU benchmark: quant_matmul against cuBLAS f16 (and torch int4) on the device."""
-    from .runtime.bench_cuda import MIN_REPEAT, format_rows, run_cuda_bench
-    rows = run_cuda_bench(dtypes=args.dtypes or ("u4", "u3", "u8", "f6e3m2", "f4e2m1"),
-                          ms=args.m or (1, 16, 128, 4096), ns=(args.n,) if args.n else (8192, 28672),
-                          k=args.k or 8192, group_size=args.group_size, repeat=args.repeat or MIN_REPEAT,
-                          log=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
-    print(format_rows(rows))
+    from .runtime import bench_cuda as bc
+    if args.act not in (None, "f16"):
+        raise TLError("bench --target cuda times f16 activations (cuBLAS f16 is the baseline); "
+                      "drop --act or pass --act f16")
+    rows = bc.run_cuda_bench(dtypes=args.dtypes or bc.DEFAULT_DTYPES, ms=args.m or bc.DEFAULT_MS,
+                             ns=(args.n,) if args.n else bc.DEFAULT_NS, k=args.k or bc.DEFAULT_K,
+                             group_size=args.group_size, repeat=args.repeat or bc.MIN_REPEAT,
+                             log=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+    print(bc.format_rows(rows))
     return 0 if all(r.get("time_ms") for r in rows) else 1
 
 
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--k", type=int, help="K (default 8192)")
     b.add_argument("--n", type=int, help="N (default 8192)")
     b.add_argument("--group-size", type=int, default=128, help="rows per scale group, -1 per channel")
-    b.add_argument("--act", default="f32", help="activation type: f32 (default) | f16 | bf16")
+    b.add_argument("--act", help="activation type: f32 (cpu default) | f16 (cuda, the only choice there) | bf16")
     b.add_argument("--repeat", type=int, help="timed calls per measurement (default 10)")
     b.add_argument("--plot", metavar="OUT.png", help="draw speedup against bit width (needs matplotlib)")
     b.add_argument("--quick", action="store_true", help="a short run: K=N=2048, six weight types")
