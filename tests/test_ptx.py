@@ -486,3 +486,33 @@ def test_missing_nvjitlink_library_is_a_target_error(monkeypatch):
     monkeypatch.setattr(nj, "_cache", {})
     with pytest.raises(TLTargetError, match="nvJitLink library"):
         compile_ptx(emit_ptx(byte_kernel(), 80), 80)
+
+
+def _ptxas():
+    from tvm_lite.backends.nvjitlink import find_ptxas
+    exe = find_ptxas()
+    if exe is None:
+        pytest.skip("no ptxas (the nvidia-cuda-nvcc wheel is not installed)")
+    return exe
+
+
+@pytest.mark.parametrize("sm", SMS)
+def test_ptxas_fallback_reports_what_nvjitlink_reports(sm):
+    _ptxas()
+    ptx = emit_ptx(vector_add_kernel(), sm)
+    by_ptxas = compile_ptx(ptx, sm, assembler="ptxas")
+    by_nvjitlink = compile_ptx(ptx, sm, assembler="nvjitlink")
+    assert by_ptxas.cubin[:4] == b"\x7fELF"
+    assert by_ptxas.resources() == by_nvjitlink.resources()
+    assert by_ptxas.registers > 0
+
+
+def test_ptxas_fallback_quotes_the_rejected_line():
+    _ptxas()
+    lines = emit_ptx(vector_add_kernel(), 80).splitlines()
+    at = next(i for i, line in enumerate(lines) if "add.rn.f32" in line)
+    lines[at] = lines[at].replace("add.rn.f32", "add.rn.f33")
+    with pytest.raises(TLCompileError) as info:
+        compile_ptx("\n".join(lines), 80, assembler="ptxas")
+    assert "add.rn.f33" in info.value.ptx_line
+    assert "tl-ptxas-" not in str(info.value)      # no temporary paths in the message

@@ -16,6 +16,10 @@ ptxas rejects is a compiler bug: it raises TLCompileError holding ptxas's
 message and the offending PTX line (ptxas numbers the lines of its input from
 1). Results are cached per process by (PTX hash, sm).
 
+Where nvJitLink is missing, the `ptxas` executable of the `nvidia-cuda-nvcc`
+wheel (or $TL_PTXAS, or one on PATH) does the same job in a subprocess, with
+the same report and the same error handling.
+
 The cubin is for inspection and resource figures; the runtime loads PTX text
 through the driver JIT instead (runtime/cuda.py), because a cubin from a newer
 nvJitLink may not load on an older driver.
@@ -23,7 +27,11 @@ nvJitLink may not load on an older driver.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import shutil
+import subprocess
+import tempfile
 import threading
 from dataclasses import dataclass
 
@@ -45,10 +53,10 @@ class CompiledCubin:
                 "spill_stores": self.spill_stores, "spill_loads": self.spill_loads}
 
 
-_cache: dict[tuple[str, int], CompiledCubin] = {}
+_cache: dict[tuple[str, int, str], CompiledCubin] = {}
 _cache_lock = threading.Lock()
 
-_LINE = re.compile(r"ptx input, line (\d+)")
+_LINE = re.compile(r"(?:ptx input|\.ptx), line (\d+)")
 _REGISTERS = re.compile(r"[Uu]sed (\d+) registers")
 _SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 _SMEM = re.compile(r"(\d+) bytes smem")
@@ -58,8 +66,8 @@ def _nvjitlink():
     try:
         from cuda.bindings import nvjitlink
     except ImportError as e:
-        raise TLTargetError("compiling PTX needs cuda-python and nvidia-nvjitlink "
-                            "(pip install 'tvm_lite[cuda]')") from e
+        raise TLTargetError("compiling PTX needs cuda-python and nvidia-nvjitlink, or ptxas from "
+                            "nvidia-cuda-nvcc (pip install 'tvm_lite[cuda]')") from e
     return nvjitlink
 
 
@@ -92,7 +100,68 @@ def _parse_report(log: str) -> tuple[int, int, int, int]:
             int(spills.group(2)) if spills else 0)
 
 
-def _compile(ptx: str, sm: int) -> CompiledCubin:
+def find_ptxas() -> str | None:
+    """$TL_PTXAS, else the ptxas of the nvidia-cuda-nvcc wheel, else one on PATH."""
+    if os.environ.get("TL_PTXAS"):
+        return os.environ["TL_PTXAS"]
+    try:
+        import nvidia
+        roots = list(nvidia.__path__)
+    except ImportError:
+        roots = []
+    for root in roots:
+        for sub in ("cu13", "cu12", "cuda_nvcc"):
+            exe = os.path.join(root, sub, "bin", "ptxas")
+            if os.access(exe, os.X_OK):
+                return exe
+    return shutil.which("ptxas")
+
+
+def _has_nvjitlink() -> bool:
+    try:
+        from cuda.bindings import nvjitlink  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _rejected(ptx: str, sm: int, message: str) -> TLCompileError:
+    quoted = quote_ptx_line(ptx, message)
+    text = f"ptxas rejected the generated PTX for sm_{sm} (a compiler bug):\n{message}"
+    if quoted:
+        text += f"\noffending PTX line:\n{quoted}"
+    error = TLCompileError(text)
+    error.ptxas_message = message
+    error.ptx_line = quoted
+    return error
+
+
+def _compile_ptxas(ptx: str, sm: int, exe: str) -> CompiledCubin:
+    with tempfile.TemporaryDirectory(prefix="tl-ptxas-") as tmp:
+        src, out = os.path.join(tmp, "kernel.ptx"), os.path.join(tmp, "kernel.cubin")
+        with open(src, "w") as f:
+            f.write(ptx)
+        try:
+            run = subprocess.run([exe, f"-arch=sm_{sm}", "-v", "-o", out, src],
+                                 capture_output=True, text=True, timeout=300)
+        except OSError as e:
+            raise TLTargetError(f"cannot run ptxas ({exe}): {e}") from None
+        log = (run.stdout + run.stderr).replace(src, "kernel.ptx")
+        if run.returncode != 0:
+            raise _rejected(ptx, sm, log.strip())
+        with open(out, "rb") as f:
+            cubin = f.read()
+    registers, shared, stores, loads = _parse_report(log)
+    return CompiledCubin(cubin, registers, shared, stores, loads, log)
+
+
+def _compile(ptx: str, sm: int, assembler: str) -> CompiledCubin:
+    if assembler == "ptxas" or (assembler == "auto" and not _has_nvjitlink()):
+        exe = find_ptxas()
+        if exe is not None:
+            return _compile_ptxas(ptx, sm, exe)
+        if assembler == "ptxas":
+            raise TLTargetError("no ptxas found: pip install nvidia-cuda-nvcc, or set TL_PTXAS")
     nj = _nvjitlink()
     options = [f"-arch=sm_{sm}", "-verbose"]
     try:
@@ -108,15 +177,7 @@ def _compile(ptx: str, sm: int) -> CompiledCubin:
             nj.add_data(handle, nj.InputType.PTX, data, len(data), "kernel.ptx")
             nj.complete(handle)
         except nj.nvJitLinkError as e:
-            message = (_log(nj, handle, "error") or str(e)).strip()
-            quoted = quote_ptx_line(ptx, message)
-            text = f"ptxas rejected the generated PTX for sm_{sm} (a compiler bug):\n{message}"
-            if quoted:
-                text += f"\noffending PTX line:\n{quoted}"
-            error = TLCompileError(text)
-            error.ptxas_message = message
-            error.ptx_line = quoted
-            raise error from None
+            raise _rejected(ptx, sm, (_log(nj, handle, "error") or str(e)).strip()) from None
         log = _log(nj, handle, "info")
         size = nj.get_linked_cubin_size(handle)
         cubin = bytearray(size)
@@ -127,17 +188,21 @@ def _compile(ptx: str, sm: int) -> CompiledCubin:
     return CompiledCubin(bytes(cubin), registers, shared, stores, loads, log)
 
 
-def compile_ptx(ptx: str, sm: int) -> CompiledCubin:
-    """Assemble `ptx` for sm_`sm` (cached per process by the PTX's hash)."""
-    key = (hashlib.sha256(ptx.encode()).hexdigest(), int(sm))
+def compile_ptx(ptx: str, sm: int, assembler: str = "auto") -> CompiledCubin:
+    """Assemble `ptx` for sm_`sm` (cached per process by the PTX's hash) with
+    nvJitLink, or with ptxas where nvJitLink is missing; `assembler` =
+    "nvjitlink" or "ptxas" forces one."""
+    if assembler not in ("auto", "nvjitlink", "ptxas"):
+        raise TLTargetError(f"unknown PTX assembler {assembler!r}: use auto, nvjitlink or ptxas")
+    key = (hashlib.sha256(ptx.encode()).hexdigest(), int(sm), assembler)
     with _cache_lock:
         hit = _cache.get(key)
     if hit is not None:
         return hit
-    result = _compile(ptx, int(sm))
+    result = _compile(ptx, int(sm), assembler)
     with _cache_lock:
         _cache[key] = result
     return result
 
 
-__all__ = ["CompiledCubin", "compile_ptx", "quote_ptx_line"]
+__all__ = ["CompiledCubin", "compile_ptx", "find_ptxas", "quote_ptx_line"]
