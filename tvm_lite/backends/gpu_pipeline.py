@@ -20,13 +20,10 @@ import weakref
 
 from ..errors import TLCompileError, TLError
 from ..ir import vm
+from ..passes.manager import env_flag, format_timings
 
 _memo: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
-
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0")
 
 
 def _target_key(target) -> str:
@@ -69,7 +66,7 @@ def _run(kernel: vm.Kernel, target):
     if dump_dir:
         _dump(dump_dir, kernel.name, 0, "input", kernel)
     laid = step("infer_gpu_layouts", infer_gpu_layouts, kernel, target)
-    if _flag("TL_VERIFY"):
+    if env_flag("TL_VERIFY"):
         from ..ir.verifier import verify_program
         step("verify", verify_program, vm.Program((laid,)))
     if dump_dir:
@@ -78,12 +75,8 @@ def _run(kernel: vm.Kernel, target):
     tk = step("lower_to_threads", lower_to_threads, laid, plan, target)
     if dump_dir:
         _dump(dump_dir, kernel.name, 2, "lower_to_threads", tk)
-    if _flag("TL_TIME_PASSES"):
-        width = max([len(n) for n, _ in timings] + [4])
-        lines = [f"{'gpu pass'.ljust(width)}  time (ms)"]
-        lines += [f"{n.ljust(width)}  {t * 1e3:9.3f}" for n, t in timings]
-        lines.append(f"{'total'.ljust(width)}  {sum(t for _, t in timings) * 1e3:9.3f}")
-        print("\n".join(lines), file=sys.stderr)
+    if env_flag("TL_TIME_PASSES"):
+        print(format_timings("gpu pass", timings), file=sys.stderr)
     return tk
 
 

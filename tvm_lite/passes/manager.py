@@ -27,13 +27,23 @@ class Pass:
     run: Callable[[vm.Program], vm.Program]
 
 
-def _flag(name: str) -> bool:
+def env_flag(name: str) -> bool:
+    """Whether an on/off environment variable (TL_VERIFY, TL_TIME_PASSES) is on."""
     return os.environ.get(name, "") not in ("", "0")
+
+
+def format_timings(title: str, timings: list[tuple[str, float]]) -> str:
+    """The TL_TIME_PASSES table: one row per (name, seconds), then the total."""
+    width = max([len(n) for n, _ in timings] + [len(title)])
+    lines = [f"{title.ljust(width)}  time (ms)"]
+    lines += [f"{n.ljust(width)}  {t * 1e3:9.3f}" for n, t in timings]
+    lines.append(f"{'total'.ljust(width)}  {sum(t for _, t in timings) * 1e3:9.3f}")
+    return "\n".join(lines)
 
 
 def run_passes(program: vm.Program, passes: list[Pass]) -> vm.Program:
     dump_dir = os.environ.get("TL_DUMP_IR") or None
-    verify = _flag("TL_VERIFY")
+    verify = env_flag("TL_VERIFY")
     timings: list[tuple[str, float]] = []
     if dump_dir:
         os.makedirs(dump_dir, exist_ok=True)
@@ -46,12 +56,8 @@ def run_passes(program: vm.Program, passes: list[Pass]) -> vm.Program:
             verify_program(program)
         if dump_dir:
             _dump(dump_dir, number, p.name, program)
-    if _flag("TL_TIME_PASSES"):
-        width = max([len(n) for n, _ in timings] + [4])
-        lines = [f"{'pass'.ljust(width)}  time (ms)"]
-        lines += [f"{n.ljust(width)}  {t * 1e3:9.3f}" for n, t in timings]
-        lines.append(f"{'total'.ljust(width)}  {sum(t for _, t in timings) * 1e3:9.3f}")
-        print("\n".join(lines), file=sys.stderr)
+    if env_flag("TL_TIME_PASSES"):
+        print(format_timings("pass", timings), file=sys.stderr)
     return program
 
 

@@ -65,7 +65,6 @@ No per-element cvt from an integer type is emitted on the fast path.
 from __future__ import annotations
 
 import math
-import struct
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence

@@ -422,31 +422,37 @@ def _describe(a: np.ndarray) -> str:
     return f"{a.dtype} {tuple(a.shape)}"
 
 
+def check_element_type(where: str, g: vm.GlobalTensor, shape: tuple[int, ...], dtype: np.dtype,
+                       got_shape: tuple[int, ...], nbytes: int, got: str) -> None:
+    """The array rule shared by every runtime: a type numpy has is passed with that
+    dtype and shape; bf16/f8 as their ml_dtypes type; any other type as uint8 bytes
+    of its packed bit stream (tl.pack)."""
+    native = numpy_dtype(g.dtype)
+    if native is not None:
+        if dtype != native or got_shape != shape:
+            raise TLLaunchError(f"{where} must be {np.dtype(native)} of shape {shape}, got {got}")
+        return
+    ml_name = ML_DTYPES_NAMES.get(g.dtype.name)
+    if ml_name is not None and dtype.name == ml_name:
+        if got_shape != shape:
+            raise TLLaunchError(f"{where} must be {ml_name} of shape {shape}, got {got}")
+    elif dtype == np.uint8:
+        need = nbytes_for(math.prod(shape), g.dtype)
+        if nbytes != need:
+            raise TLLaunchError(f"{where} holds {g.dtype.name}{list(shape)} packed as a bit stream: "
+                                f"it must be {need} uint8 bytes, got {nbytes} bytes")
+    else:
+        also = f" or {ml_name} of shape {shape}" if ml_name else ""
+        raise TLLaunchError(f"{where} must be {g.dtype.name}{list(shape)} packed as uint8 bytes "
+                            f"(see tl.pack){also}, got {got}")
+
+
 def check_tensor(kname: str, g: vm.GlobalTensor, shape: tuple[int, ...], value, written: bool) -> np.ndarray:
     where = f"{kname}: argument '{g.name}'"
     if not isinstance(value, np.ndarray):
         raise TLLaunchError(f"{where} must be a numpy array ({g.dtype.name}{list(shape)}), "
                             f"got {type(value).__name__}")
-    native = numpy_dtype(g.dtype)
-    if native is not None:
-        if value.dtype != native or tuple(value.shape) != shape:
-            raise TLLaunchError(f"{where} must be {np.dtype(native)} of shape {shape}, "
-                                f"got {_describe(value)}")
-    else:
-        ml_name = ML_DTYPES_NAMES.get(g.dtype.name)
-        if ml_name is not None and value.dtype.name == ml_name:
-            if tuple(value.shape) != shape:
-                raise TLLaunchError(f"{where} must be {ml_name} of shape {shape}, got {_describe(value)}")
-        elif value.dtype == np.uint8:
-            need = nbytes_for(math.prod(shape), g.dtype)
-            if value.nbytes != need:
-                raise TLLaunchError(
-                    f"{where} holds {g.dtype.name}{list(shape)} packed as a bit stream: it must be "
-                    f"{need} uint8 bytes, got {value.nbytes} bytes")
-        else:
-            also = f" or {ml_name} of shape {shape}" if ml_name else ""
-            raise TLLaunchError(f"{where} must be {g.dtype.name}{list(shape)} packed as uint8 bytes "
-                                f"(see tl.pack){also}, got {_describe(value)}")
+    check_element_type(where, g, shape, value.dtype, tuple(value.shape), value.nbytes, _describe(value))
     if not value.flags.c_contiguous:
         raise TLLaunchError(f"{where} must be C-contiguous, got strides {value.strides}")
     if not value.flags.aligned:

@@ -21,7 +21,6 @@ type (bf16) with the exact shape.
 from __future__ import annotations
 
 import ctypes
-import math
 import numbers
 from dataclasses import dataclass, field
 
@@ -29,10 +28,9 @@ import numpy as np
 
 from ..errors import TLLaunchError
 from ..ir import vm
-from ..ir.dtypes import nbytes_for, numpy_dtype
 from ..ir.functor import collect
 from . import cuda as rt
-from .args import ML_DTYPES_NAMES, check_scalar, check_tensor, eval_shape, eval_expr
+from .args import check_element_type, check_scalar, check_tensor, eval_shape, eval_expr
 
 # Vector loads of up to 16 bytes assume tensor base addresses are 16-byte
 # aligned (cuMemAlloc gives 256); a view at an odd offset would fault.
@@ -73,24 +71,7 @@ def _check_view(kname: str, g: vm.GlobalTensor, shape: tuple[int, ...], view: rt
                 written: bool) -> None:
     where = f"{kname}: argument '{g.name}'"
     got = f"{view.dtype} {tuple(view.shape)}"
-    native = numpy_dtype(g.dtype)
-    if native is not None:
-        if view.dtype != np.dtype(native) or tuple(view.shape) != shape:
-            raise TLLaunchError(f"{where} must be {np.dtype(native)} of shape {shape}, got {got}")
-    else:
-        ml_name = ML_DTYPES_NAMES.get(g.dtype.name)
-        if ml_name is not None and view.dtype.name == ml_name:
-            if tuple(view.shape) != shape:
-                raise TLLaunchError(f"{where} must be {ml_name} of shape {shape}, got {got}")
-        elif view.dtype == np.uint8:
-            need = nbytes_for(math.prod(shape), g.dtype)
-            if view.nbytes != need:
-                raise TLLaunchError(f"{where} holds {g.dtype.name}{list(shape)} packed as a bit stream: "
-                                    f"it must be {need} uint8 bytes, got {view.nbytes} bytes")
-        else:
-            also = f" or {ml_name} of shape {shape}" if ml_name else ""
-            raise TLLaunchError(f"{where} must be {g.dtype.name}{list(shape)} packed as uint8 bytes "
-                                f"(see tl.pack){also}, got {got}")
+    check_element_type(where, g, shape, view.dtype, tuple(view.shape), view.nbytes, got)
     if not view.c_contiguous:
         raise TLLaunchError(f"{where} must be C-contiguous")
     if view.ptr % BASE_ALIGNMENT:
