@@ -318,9 +318,15 @@ def bind_arguments(kernel: vm.Kernel, args: tuple, kwargs: dict | None = None,
     if not kwargs and len(args) == len(params):
         values = dict(zip(names, args))
         return _bind_values(kernel, values, plan)
-    kwargs = dict(kwargs or {})
-    if len(args) > len(params):
-        raise TLLaunchError(f"{kernel.name}: takes {len(params)} arguments "
+    return _bind_values(kernel, match_arguments(kernel, args, kwargs or {}, names), plan)
+
+
+def match_arguments(kernel: vm.Kernel, args: tuple, kwargs: dict, names=None) -> dict:
+    """{parameter name: value} from positional and keyword arguments, or a
+    TLLaunchError naming what is extra, repeated or missing."""
+    names = names or tuple(p.name for p in kernel.params)
+    if len(args) > len(names):
+        raise TLLaunchError(f"{kernel.name}: takes {len(names)} arguments "
                             f"({', '.join(names)}), got {len(args) + len(kwargs)}")
     values = dict(zip(names, args))
     for name, value in kwargs.items():
@@ -334,7 +340,7 @@ def bind_arguments(kernel: vm.Kernel, args: tuple, kwargs: dict | None = None,
     if missing:
         raise TLLaunchError(f"{kernel.name}: missing argument(s) {', '.join(missing)} "
                             f"(signature: {', '.join(names)})")
-    return _bind_values(kernel, values, plan)
+    return values
 
 
 def _bind_values(kernel: vm.Kernel, values: dict, plan: ArgumentPlan) -> BoundArguments:

@@ -30,7 +30,7 @@ from ..errors import TLLaunchError
 from ..ir import vm
 from ..ir.functor import collect
 from . import cuda as rt
-from .args import check_element_type, check_scalar, check_tensor, eval_shape, eval_expr
+from .args import check_element_type, match_arguments, check_scalar, check_tensor, eval_shape, eval_expr
 
 # Vector loads of up to 16 bytes assume tensor base addresses are 16-byte
 # aligned (cuMemAlloc gives 256); a view at an odd offset would fault.
@@ -46,25 +46,6 @@ class CudaBound:
     addresses: dict = field(default_factory=dict)    # vm.GlobalTensor | vm.Pointer -> device address
     keep_alive: list = field(default_factory=list)   # views / temporary device copies
     copy_back: list = field(default_factory=list)    # (host np.ndarray, DeviceArray)
-
-
-def _match(kernel: vm.Kernel, args: tuple, kwargs: dict) -> dict:
-    names = [p.name for p in kernel.params]
-    if len(args) > len(names):
-        raise TLLaunchError(f"{kernel.name}: takes {len(names)} arguments ({', '.join(names)}), "
-                            f"got {len(args) + len(kwargs)}")
-    values = dict(zip(names, args))
-    for name, value in kwargs.items():
-        if name not in names:
-            raise TLLaunchError(f"{kernel.name}: no parameter named '{name}' (signature: {', '.join(names)})")
-        if name in values:
-            raise TLLaunchError(f"{kernel.name}: argument '{name}' given twice")
-        values[name] = value
-    missing = [n for n in names if n not in values]
-    if missing:
-        raise TLLaunchError(f"{kernel.name}: missing argument(s) {', '.join(missing)} "
-                            f"(signature: {', '.join(names)})")
-    return values
 
 
 def _check_view(kname: str, g: vm.GlobalTensor, shape: tuple[int, ...], view: rt.DeviceView,
@@ -84,7 +65,7 @@ def _check_view(kname: str, g: vm.GlobalTensor, shape: tuple[int, ...], view: rt
 def bind_cuda_arguments(kernel: vm.Kernel, args: tuple, kwargs: dict | None = None,
                         stream=None) -> CudaBound:
     """Match, check and place every argument (module docstring)."""
-    values = _match(kernel, args, dict(kwargs or {}))
+    values = match_arguments(kernel, args, dict(kwargs or {}))
     bound = CudaBound()
     for p in kernel.params:
         if isinstance(p, vm.Var):
