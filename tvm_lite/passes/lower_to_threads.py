@@ -46,6 +46,7 @@ from .lower_cast import lower_cast, lower_elementwise_half2
 from .lower_dot import lower_convert_for_mma, lower_dot
 from .lower_memory import (lower_commit_async, lower_copy_async, lower_load, lower_load_shared, lower_store,
                            lower_store_shared, lower_wait_async)
+from .lower_reduce import lower_reduce
 from .lower_layouts import default_layout, relabel, replica_terms, row_major_flat, slot_offsets, thread_terms
 
 U32 = T.u32
@@ -621,9 +622,13 @@ class Lowerer:
         self.define(s.out, regs)
 
     def lower_Reduce(self, s: vm.Reduce) -> None:
-        """Each out slot reads its reduction line from shared scratch and combines
-        it in order: sums of floats in f64 (rounded once, as the interpreter),
+        """Slots, then shfl.bfly over the reduced lanes, then across warps
+        (`lower_reduce`) when the operand's layout allows it. Otherwise each
+        out slot reads its reduction line from shared scratch and combines it
+        in order: sums of floats in f64 (rounded once, as the interpreter),
         integer sums wrap, max/min propagate NaN."""
+        if lower_reduce(self, s):
+            return
         em = self.em
         x, out = s.x, s.out
         ct = V.cf_type(x.dtype)
