@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import tvm_lite as tl
-from tvm_lite.backends.cpu_qdot import _fold, decode_plan
+from tvm_lite.backends.cpu_qdot import _fold, _mantissa_words, decode_plan
 from tvm_lite.ir import vm
 
 KERNEL = Path(tl.__file__).parent / "ops" / "quant_gemv.tl"
@@ -132,15 +132,40 @@ def test_decode_plans():
 
 def test_constant_ops_fold_into_the_table():
     """x - 8 after decoding u4 is free: the table holds value - 8. Decoders
-    without a table keep the op; a result that could overflow is refused."""
+    without a table keep the op (u6 - 32 goes into the mantissa decoding's
+    bias, u6 * 0.5 stays an op); a result that could overflow is refused."""
     u4 = _fold(decode_plan(tl.dtype("u4")), ((vm.ElementOp.SUB, 8.0),))
     assert u4.table == tuple(float(i - 8) for i in range(16)) and u4.ops == ()
     scaled = _fold(decode_plan(tl.dtype("f4e2m1")), ((vm.ElementOp.MUL, 0.1),))
     expected = (np.array(decode_plan(tl.dtype("f4e2m1")).table, np.float32) * np.float32(0.1)).tolist()
     assert list(scaled.table) == expected
-    u6 = _fold(decode_plan(tl.dtype("u6")), ((vm.ElementOp.SUB, 32.0),))
-    assert u6.kind == "int" and u6.ops == ((vm.ElementOp.SUB, 32.0),)
+    u6 = _fold(decode_plan(tl.dtype("u6")), ((vm.ElementOp.MUL, 0.5),))
+    assert u6.kind == "int" and u6.ops == ((vm.ElementOp.MUL, 0.5),)
     assert _fold(decode_plan(tl.dtype("u4")), ((vm.ElementOp.MUL, 1e38),)) is None
+
+
+@pytest.mark.parametrize("wt", [t for t in INTS if int(t[1:]) >= 6])
+def test_integers_decode_through_the_mantissa(wt):
+    """Every integer type of 6 to 8 bits, alone or minus its midpoint (the
+    kernel's constant zero), decodes without a conversion: field + bias built
+    in an f32 mantissa, checked bit for bit against the f32 values for every
+    field position (the other fields' bits set)."""
+    dt = tl.dtype(wt)
+    shifts = [()] if dt.is_signed else [(), ((vm.ElementOp.SUB, float(1 << (dt.nbits - 1))),)]
+    for ops in shifts:
+        plan = _fold(decode_plan(dt), ops)
+        assert plan.kind == "mantissa" and plan.ops == (), (wt, ops)
+        values = np.array([v - (ops[0][1] if ops else 0.0) for v in
+                           [float(p - (1 << dt.nbits) if dt.is_signed and p >> (dt.nbits - 1) else p)
+                            for p in range(1 << dt.nbits)]], np.float32)
+        patterns = np.arange(1 << dt.nbits, dtype=np.uint32)
+        for p in range(24 - dt.nbits):
+            mask, exp_bits, offset = _mantissa_words(dt.nbits, dt.is_signed, p, plan.bias)
+            lanes = patterns << np.uint32(p)
+            lanes |= np.uint32(0xFFFFFFFF) & ~np.uint32(mask)      # other fields' bits, all set
+            word = (lanes & np.uint32(mask)) ^ np.uint32(exp_bits)
+            got = word.view(np.float32) - np.float32(offset)
+            assert np.array_equal(got.view(np.uint32), values.view(np.uint32)), (wt, ops, p)
 
 
 def test_asm_uses_table_lookups():

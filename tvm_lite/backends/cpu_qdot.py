@@ -15,17 +15,20 @@ it). It is chosen by the statements' shape, never by a kernel's name.
 Decoding (host with AVX-512F/BW; a 16-lane f32 vector is one zmm):
 * Lanes. A 32-bit lane holds E consecutive fields (E = 8 for N <= 4, else 4),
   so one chunk of 16*E columns of a row is 2*E*N bytes: a plain 16/32/64-byte
-  load, or a masked one (vmovdqu8) for 40/48/56 bytes. One byte shuffle (vpermb/vpmovzx: a constant
-  `shufflevector` LLVM selects) places each lane's bytes; for N = 5 and 7 a
+  load, or a masked one (vmovdqu8) for 40/48/56 bytes. One one-source byte shuffle (vpermb/vpmovzx: a
+  constant `shufflevector` LLVM selects) places each lane's bytes; for N = 5 and 7 a
   lane starts mid-byte and one variable shift (vpsrlvd) aligns it.
-* Fields. Field t of every lane is `lane >> t*N` (one uniform shift); the
-  bits above the field are left in place and ignored by the next step.
+* Fields. Field t of every lane is `lane >> t*N` (one uniform shift; the
+  mantissa decoding shifts only for fields reaching past bit 22); the bits
+  above the field are left in place and ignored by the next step.
 * Values, without an int -> float conversion where a table fits:
   N <= 4: a 16-entry f32 table through vpermps (which reads only the low
   4 index bits; entry i holds value(i mod 2^N)), for every int and float
   format; N = 5: a 32-entry table through vpermi2ps; N = 6 floats: the
   magnitude's 32-entry table and the sign bit xor-ed in; N >= 6 integers:
-  mask (or shift left and arithmetic shift right for signed) and vcvtdq2ps.
+  the field is made an f32 mantissa in place (one vpternlogd: mask, exponent,
+  sign bit flipped for signed) and one subtraction gives field + bias, with no
+  shift while the field lies below bit 23 (see "mantissa" decoding below).
   Constant steps are folded into the table (u4's midpoint costs nothing),
   or follow the arithmetic decoders as vector ops; each is the f32
   operation the element-wise instruction performs, so results are equal.
@@ -74,11 +77,13 @@ PREFETCH_LOCALITY = 2
 class DecodePlan:
     nbits: int
     per_lane: int          # fields per 32-bit lane (E)
-    kind: str              # "lut16", "lut32", "lut32_sign", "int"
+    kind: str              # "lut16", "lut32", "lut32_sign", "int", "mantissa"
     signed: bool
     table: tuple           # f32 values indexed by pattern (lut kinds)
     ops: tuple = ()        # (op, constant) applied after decoding ("int": as vector ops;
                            # lut kinds: already in the table)
+    bias: float = 0.0      # "mantissa": value(pattern) = field + bias (field sign-extended
+                           # for signed types), exact in f32
 
     @property
     def chunk_cols(self) -> int:
@@ -118,6 +123,65 @@ def decode_plan(dt) -> DecodePlan | None:
     return DecodePlan(n, per_lane, "int", dt.is_signed, ())
 
 
+# "mantissa" decoding: a field at bits p .. p+N-1 of a lane (p + N <= 23), with
+# every other bit cleared and the exponent of 2^(23-p) put above it, is the f32
+# value 2^(23-p) + field (the field's bits are the mantissa's, worth 1 each);
+# one subtraction of 2^(23-p) - bias gives field + bias exactly. The masking and
+# the exponent are one bitwise select (vpternlogd, on any vector pipe) and the
+# subtraction runs on the FP adders, so a field costs no shift and no
+# shuffle-unit permute. A signed field's top bit is inverted in the same
+# select: 2^(23-p) + (field ^ 2^(N-1)) - 2^(N-1) is the sign-extended field.
+MANTISSA_BITS = 23
+
+
+def _mantissa_words(n: int, signed: bool, p: int, bias: float):
+    """(mask of the field's bits at p, the bits put around them, what to
+    subtract) as ints and an f32: F = (lane & mask) ^ exp_bits for unsigned,
+    and the top field bit flipped for signed (exp_bits has it set)."""
+    field = ((1 << n) - 1) << p
+    exp_bits = (127 + MANTISSA_BITS - p) << MANTISSA_BITS
+    if signed:
+        exp_bits |= 1 << (p + n - 1)
+    offset = float(1 << (MANTISSA_BITS - p)) + (float(1 << (n - 1)) if signed else 0.0) - bias
+    return field, exp_bits, offset
+
+
+def _mantissa_bias(n: int, signed: bool, values) -> float | None:
+    """bias when for every pattern and every field position p the mantissa
+    decoding gives exactly the f32 `values[pattern]` (checked by running it in
+    numpy f32, bit for bit), else None."""
+    vals = np.array(values[:1 << n], np.float32)
+    pats = np.arange(1 << n, dtype=np.int64)
+    ints = np.where(pats >> (n - 1), pats - (1 << n), pats) if signed else pats
+    bias = float(vals[0]) - float(ints[0])
+    for p in range(MANTISSA_BITS - n + 1):
+        mask, exp_bits, offset = _mantissa_words(n, signed, p, bias)
+        if float(np.float32(offset)) != offset:
+            return None
+        words = ((pats << p) & mask) ^ exp_bits
+        got = words.astype(np.uint32).view(np.float32) - np.float32(offset)
+        if not np.array_equal(got.view(np.uint32), vals.view(np.uint32)):
+            return None
+    return bias
+
+
+def _try_mantissa(plan: DecodePlan, values) -> DecodePlan:
+    """plan switched to the "mantissa" decoding where it is exact for `values`
+    (the 2^N pattern values after the folded steps), else plan. Only for the
+    arithmetic decoder ("int": N >= 6): it replaces shift, mask, convert and
+    the constant steps. The table kinds (N <= 5) stay: a select needs its two
+    constants per field position in registers and copies of the lanes
+    (vpternlogd overwrites an input), which for 8 fields a lane made the loop
+    half again as long and u3/u4 slower at K = N = 8192 on znver4, though
+    faster with the weights in cache."""
+    if plan.kind != "int":
+        return plan
+    bias = _mantissa_bias(plan.nbits, plan.signed, values)
+    if bias is None:
+        return plan
+    return dataclasses.replace(plan, kind="mantissa", table=(), ops=(), bias=bias)
+
+
 def _host_ok() -> bool:
     return host().has("avx512f") and host().has("avx512bw")
 
@@ -144,18 +208,30 @@ def _fold(plan: DecodePlan, ops: tuple) -> DecodePlan | None:
     could leave the finite f32 range (the saturation rule would apply).
     Each op is an f32 operation, rounded as the element-wise instruction is."""
     if not ops:
-        return plan
+        return _try_mantissa(plan, _plain_values(plan))
     bound = max(abs(v) for v in plan.table) if plan.table else float(1 << plan.nbits)
     for op, c in ops:
         bound = bound * abs(c) if op is vm.ElementOp.MUL else bound + abs(c)
     if not bound < 1e30:
         return None
-    table = np.array(plan.table, np.float32)
+    table = np.array(plan.table or _plain_values(plan), np.float32)
     for op, c in ops:
         table = _FOLDABLE[op](table, np.float32(c), dtype=np.float32)
+    mantissa = _try_mantissa(plan, table)
+    if mantissa is not plan:
+        return mantissa
     if plan.kind in ("int", "lut32_sign"):     # decoded by arithmetic: ops follow it
         return dataclasses.replace(plan, ops=ops)
     return dataclasses.replace(plan, table=tuple(float(v) for v in table))
+
+
+def _plain_values(plan: DecodePlan) -> tuple:
+    """The 2^N pattern values of a plan before any folded step (from its
+    table, or for "int" the integers themselves)."""
+    n = plan.nbits
+    if plan.table:
+        return plan.table[:1 << n]
+    return tuple(float(p - (1 << n) if plan.signed and p >> (n - 1) else p) for p in range(1 << n))
 
 
 def match(cg, stmts, i: int):
@@ -253,14 +329,16 @@ def _lanes(cg, plan: DecodePlan, ptr: ir.Value) -> ir.Value:
     b = cg.b
     n, e_per = plan.nbits, plan.per_lane
     raw = _load_bytes(cg, ptr, plan.chunk_bytes)
+    # Bytes of a lane above its fields are never read (every decoder masks,
+    # shifts them out, or uses a table that ignores them), so they take any
+    # byte of `raw` rather than a zero: a one-source byte permute (vpermb)
+    # instead of a two-source one against a zero vector (vpermt2b).
     mask, shifts = [], []
     for e in range(16):
         bit = e * e_per * n
         shifts.append(bit % 8)
-        need = (bit % 8 + e_per * n + 7) // 8
         for j in range(4):
-            src = bit // 8 + j
-            mask.append(src if j < need and src < plan.chunk_bytes else 64)   # 64: a zero byte
+            mask.append(min(bit // 8 + j, 63))
     if mask != list(range(64)):
         raw = b.shuffle_vector(raw, ir.Constant(raw.type, None), _mask(mask))
     lanes = b.bitcast(raw, V16I)
@@ -269,11 +347,32 @@ def _lanes(cg, plan: DecodePlan, ptr: ir.Value) -> ir.Value:
     return lanes
 
 
-def _field_values(cg, plan: DecodePlan, x: ir.Value, t: int) -> ir.Value:
-    """16 f32 values of a field held at bit 0 of every lane of x (the bits
-    above it belong to later fields and are ignored)."""
+def _fields(cg, plan: DecodePlan, lanes: ir.Value) -> list:
+    """(x, p) for each field t of the lanes: the field is at bits p .. p+N-1
+    of every lane of x. Table and arithmetic kinds need it at bit 0 (one
+    uniform shift per field); "mantissa" takes it anywhere below bit 23, so
+    the lanes are shifted only when a field would reach past it."""
+    b, n = cg.b, plan.nbits
+    if plan.kind != "mantissa":
+        return [(b.lshr(lanes, _i32s([t * n] * 16)) if t else lanes, 0) for t in range(plan.per_lane)]
+    fields, base, x = [], 0, lanes
+    for t in range(plan.per_lane):
+        if t * n - base + n > MANTISSA_BITS:
+            base = t * n
+            x = b.lshr(lanes, _i32s([base] * 16))
+        fields.append((x, t * n - base))
+    return fields
+
+
+def _field_values(cg, plan: DecodePlan, x: ir.Value, p: int) -> ir.Value:
+    """16 f32 values of a field held at bit p of every lane of x (p = 0 but
+    for "mantissa"; the bits around it belong to other fields and are ignored)."""
     b = cg.b
     n = plan.nbits
+    if plan.kind == "mantissa":
+        mask, exp_bits, offset = _mantissa_words(n, plan.signed, p, plan.bias)
+        word = b.xor(b.and_(x, _i32s([mask] * 16)), _i32s([exp_bits] * 16))
+        return b.fsub(b.bitcast(word, V16F), _f32s([offset] * 16))
     if plan.kind == "lut16":
         fn = _declare(cg, "llvm.x86.avx512.permvar.sf.512", V16F, [V16F, V16I])
         return b.call(fn, [_f32s(plan.table), x])
@@ -294,8 +393,8 @@ def _field_values(cg, plan: DecodePlan, x: ir.Value, t: int) -> ir.Value:
     return value
 
 
-def _all_fields(cg, plan: DecodePlan, fields: list) -> list:
-    return [_field_values(cg, plan, x, t) for t, x in enumerate(fields)]
+def _all_fields(cg, plan: DecodePlan, lanes: ir.Value) -> list:
+    return [_field_values(cg, plan, x, p) for x, p in _fields(cg, plan, lanes)]
 
 
 def _splat(b, scalar: ir.Value) -> ir.Value:
@@ -378,8 +477,7 @@ def _micro_kernel(cg, g, offsets, load: vm.Load, dot: vm.Dot, plan: DecodePlan) 
         for line in range(0, nbytes, 64):
             b.call(prefetch, [b.gep(ahead, [c64(line)]), ir.Constant(i32, 0),
                               ir.Constant(i32, PREFETCH_LOCALITY), ir.Constant(i32, 1)])
-        lanes = _lanes(cg, plan, ptr)
-        return [b.lshr(lanes, _i32s([t * n] * 16)) if t else lanes for t in range(e_per)]
+        return _lanes(cg, plan, ptr)
 
     def a_splat(i, kk):
         return _splat(b, b.load(b.gep(a_buf, [b.add(c64(i * kb), kk)])))
