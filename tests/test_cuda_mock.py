@@ -196,11 +196,50 @@ class FakeDriver:
         return (self._rec("cuEventDestroy"),)
 
 
+def _real_driver_absent() -> bool:
+    """Whether libcuda cannot be loaded here: then a real cuda.bindings call
+    converts its arguments and fails at the library lookup, touching nothing."""
+    try:
+        driver.cuDriverGetVersion()
+    except RuntimeError as e:
+        return rt._is_missing_driver(e)
+    return False
+
+
+class BindingsChecked:
+    """Forwards to a FakeDriver, first replaying each driver call with the same
+    arguments into the real cuda.bindings function (only where no driver is
+    installed). The real bindings convert every argument before they look for
+    libcuda, so an argument they would reject raises its TypeError here: the
+    fake's own checks cannot drift from the real signatures."""
+
+    def __init__(self, fake: FakeDriver):
+        self._fake = fake
+
+    def __getattr__(self, name):
+        target = getattr(self._fake, name)
+        if not name.startswith("cu") or name == "cuGetErrorString":
+            return target
+
+        def checked(*args):
+            try:
+                getattr(driver, name)(*args)
+            except RuntimeError as e:
+                assert rt._is_missing_driver(e), f"{name}{args}: {e}"
+            return target(*args)
+        return checked
+
+
+REPLAY_INTO_BINDINGS = _real_driver_absent()
+
+
 @pytest.fixture
 def fake(monkeypatch):
-    """A fresh runtime whose driver is a FakeDriver."""
+    """A fresh runtime whose driver is a FakeDriver (checked against the real
+    bindings' argument conversion where that is safe)."""
     drv = FakeDriver()
-    monkeypatch.setattr(rt, "driver", lambda: drv)
+    front = BindingsChecked(drv) if REPLAY_INTO_BINDINGS else drv
+    monkeypatch.setattr(rt, "driver", lambda: front)
     monkeypatch.setattr(rt, "_context", rt._Context())
     monkeypatch.setattr(rt, "_modules", {})
     return drv
@@ -370,13 +409,40 @@ def test_quant_matmul_device_arrays(fake, rng):
 def test_bench_timing_uses_events_and_flushes_l2(fake):
     from tvm_lite.runtime import bench_cuda
     flush = bench_cuda.L2Flusher(1 << 20)
+    fake.param_types = ["u64"]
+    prepare = bench_cuda.before_each_run(flush, bench_cuda.DeviceHold(us=300))
     runs = []
-    ms = bench_cuda.time_median_ms(lambda: runs.append(1), flush, repeat=10)
+    ms = bench_cuda.time_median_ms(lambda: runs.append(len(fake.calls)), prepare, repeat=10)
     assert ms == 0.25
     assert len(runs) == bench_cuda.WARMUP + bench_cuda.MIN_REPEAT          # at least 50 timed runs
     memsets = [c for c in fake.calls if c[0] == "cuMemsetD8"]
     assert len(memsets) == bench_cuda.MIN_REPEAT and memsets[0][2] >= 2 << 20
+    # Each timed run: flush, then the hold kernel (1 thread, 300 us), then the start event.
+    assert fake.launches == [dict(grid=(1, 1, 1), block=(1, 1, 1), shared=0, stream=0, params=[300_000])] \
+        * bench_cuda.MIN_REPEAT
+    names = fake.names()
+    second = runs[bench_cuda.WARMUP + 1]      # the first also queries the function's attributes
+    assert names[second - 3:second] == ["cuMemsetD8", "cuLaunchKernel", "cuEventRecord"]
     assert bench_cuda.device_target(tl.cuda.device_info()) == "cuda:sm_90"
+
+
+@pytest.mark.parametrize("sm", [80, 89, 90])
+def test_bench_hold_kernel_assembles(sm):
+    from tvm_lite.backends.nvjitlink import compile_ptx
+    from tvm_lite.runtime import bench_cuda
+    figures = compile_ptx(bench_cuda._HOLD_PTX, sm).resources()
+    assert figures["spill_stores"] == 0 and figures["registers"] <= 16
+
+
+def test_driver_calls_are_checked_against_the_real_bindings():
+    """The fixture's replay into cuda.bindings catches an argument the real
+    bindings reject (a str where they take bytes), which FakeDriver alone accepts."""
+    if not REPLAY_INTO_BINDINGS:
+        pytest.skip("a CUDA driver is installed: replaying fake calls into it is unsafe")
+    checked = BindingsChecked(FakeDriver())
+    assert checked.cuModuleGetFunction(driver.CUmodule(0x5678), b"k")[0] == OK
+    with pytest.raises(TypeError):
+        checked.cuModuleGetFunction(driver.CUmodule(0x5678), "k")
 
 
 def test_numpy_arguments_on_a_stream_are_copied_on_that_stream(fake, rng):
@@ -409,6 +475,7 @@ def test_bench_runs_end_to_end(fake, monkeypatch):
     from tvm_lite.runtime import bench_cuda
     monkeypatch.setattr(bench_cuda, "COPY_BYTES", 1 << 20)
     monkeypatch.setattr(bench_cuda, "L2Flusher", lambda l2: (lambda: None))
+    monkeypatch.setattr(bench_cuda, "DeviceHold", lambda: (lambda: None))
     monkeypatch.setattr(bench_cuda, "_array_lib", lambda: (None, None))      # no cupy/torch baselines
     monkeypatch.setattr(bench_cuda, "MIN_REPEAT", 1)
     monkeypatch.setattr(bench_cuda, "WARMUP", 0)

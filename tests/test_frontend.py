@@ -3,6 +3,7 @@ import glob
 import os
 import re
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -206,3 +207,34 @@ def test_fuzzed_sources_raise_only_tl_errors(path, edits):
         tl.compile(source, target="interp")
     except tl.TLError as e:
         assert not isinstance(e, tl.TLCompileError), f"compiler bug surfaced: {e}"
+
+
+STATIC_IF = """\
+@kernel(warps=1)
+def k[MODE: int = 0](x: f32[32], y: f32[32]):
+    t = load(x, [0], [32])
+    if MODE == 0:
+        t = t - 1.0
+    elif MODE == 1:
+        t = t * 2.0
+    else:
+        t = t + undefined_name
+    store(y, t, [0])
+"""
+
+
+@pytest.mark.parametrize("mode, op", [(0, vm.ElementOp.SUB), (1, vm.ElementOp.MUL)])
+def test_compile_time_if_rebinds_and_skips_the_other_branch(rng, mode, op):
+    """A branch decided at compile time is built in the enclosing scope: `t =
+    f(t)` rebinds t (no Assign into it), and the untaken branch, which would not
+    compile (an unknown name), is never built."""
+    kern = tl.compile(STATIC_IF, target="interp", MODE=mode).k
+    body = kern.vm.body
+    assert not [s for s in body if isinstance(s, vm.Assign)]
+    assert [s.op for s in body if isinstance(s, vm.Elementwise)] == [op]
+    x = rng.standard_normal(32).astype(np.float32)
+    y = np.full(32, np.nan, np.float32)
+    kern(x, y)
+    np.testing.assert_array_equal(y, x - 1 if mode == 0 else x * 2)
+    with pytest.raises(tl.TLError, match="undefined_name"):
+        tl.compile(STATIC_IF, target="interp", MODE=2)

@@ -167,3 +167,88 @@ def rp[WT: dtype = u4](m: i32, n: i32, w: WT[m, n], o: f16[m, n]):
     stmts = list(_statements(lower_for_gpu(k, "cuda-emu:sm_80").body))
     assert not [s for s in stmts if isinstance(s, T.Cvt) and isinstance(s.src, T.Reg)
                 and not s.src.type.is_float and s.dst.type.is_float]
+
+
+OFFSET = """\
+@kernel(warps=4)
+def offset[WT: dtype = u4, DT: dtype = f16, MUL: int = 0](m: i32, n: i32, w: WT[m, n], o: DT[m, n]):
+    grid(cdiv(m, 64), cdiv(n, 128))
+    t = cast(load(w, [block.x * 64, block.y * 128], [64, 128]), DT)
+    if MUL == 1:
+        t = t * C
+    else:
+        t = t - C
+    store(o, t, [block.x * 64, block.y * 128])
+"""   # C: the constant, formatted in (compile-time parameters are int, dtype or bool)
+
+
+def _pair_ops_and_checks(kernel_vm, target):
+    stmts = list(_statements(lower_for_gpu(kernel_vm, target).body))
+    pair_ops = [s for s in stmts if isinstance(s, T.Binary) and s.dst.type in (T.f16x2, T.bf16x2)]
+    return pair_ops, _overflow_redos(stmts)
+
+
+def _overflow_redos(stmts):
+    """The branches that redo an overflowing pair element by element (their
+    body repacks the pair with CvtPack)."""
+    return [s for s in stmts if isinstance(s, T.If) and any(isinstance(x, T.CvtPack) for x in _statements(s.then))]
+
+
+@pytest.mark.parametrize("wt, dst, c, mul, bounded", [
+    ("u4", "f16", 8.0, 0, True),          # the zero point of unsigned weights: |x - 8| <= 15
+    ("u8", "bf16", 128.0, 0, True),
+    ("f6e3m2", "f16", 0.75, 0, True),     # no inf/NaN in f6e3m2: bounded by its max, 28
+    ("u8", "f16", 300.0, 1, False),       # 255 * 300 > 65504: may overflow, must saturate
+    ("f8e5m2", "f16", 2.0, 0, False),     # inf and NaN codes: no bound
+])
+def test_tile_and_constant_on_pairs(rng, wt, dst, c, mul, bounded):
+    """cast(w) - c and cast(w) * c run as f16x2/bf16x2 instructions with the
+    constant in both halves; the overflow test (and its element-wise redo) is
+    left out exactly when magnitude bounds rule overflow out. Bit-exact against
+    the interpreter, saturation included."""
+    m, n = 65, 256
+    vdt = np.float16 if dst == "f16" else ml_dtypes.bfloat16
+    packed = _patterns(rng, wt, (m, n))
+    native = tl.ir.dtypes.numpy_dtype(tl.dtype(wt))
+    arg = packed.view(native).reshape(m, n) if native is not None else packed
+    outs = []
+    for tgt in ("interp", "cuda-emu:sm_80"):
+        mod = tl.compile(OFFSET.replace("C\n", f"{c}\n"), target=tgt, WT=wt, DT=dst, MUL=mul)
+        o = np.full((m, n), np.nan, vdt)
+        mod.offset(m, n, arg, o)
+        outs.append(o)
+    want, got = outs
+    same = (_bits(got) == _bits(want)) | (np.isnan(got.astype(np.float32)) & np.isnan(want.astype(np.float32)))
+    assert same.all(), np.argwhere(~same)[:4]
+    if mul:
+        assert np.nanmax(np.abs(want.astype(np.float64))) == 65504.0     # saturated, not inf
+    k = next(iter(tl.compile(OFFSET.replace("C\n", f"{c}\n"), target="interp", WT=wt, DT=dst, MUL=mul))).vm
+    pair_ops, checks = _pair_ops_and_checks(k, "cuda-emu:sm_80")
+    assert len(pair_ops) >= 64 * 128 // 128 // 2          # every pair of the thread's 64 elements
+    assert bool(checks) != bounded
+
+
+IDENTITY = """\
+@kernel(warps=4)
+def ident(x: f16[16, 64], w: u4[64, 128], o: f32[16, 128]):
+    a = cast(load(x, [0, 0], [16, 64]), f16)
+    b = cast(load(w, [0, 0], [64, 128]), f16) - 8.0
+    store(o, dot(a, b, zeros(f32, [16, 128])), [0, 0])
+"""
+
+
+def test_identity_cast_is_free_and_keeps_pairs(rng):
+    """cast(x, f16) of an f16 tile rounds nothing: the lowering copies the
+    registers (no f32 round trip with saturation) and the mma operand still
+    comes from the load's f16x2 pairs."""
+    x = rng.standard_normal((16, 64)).astype(np.float16)
+    q = rng.integers(0, 16, (64, 128))
+    w = tl.pack(q, tl.u4)
+    got = np.full((16, 128), np.nan, np.float32)
+    tl.compile(IDENTITY, target="cuda-emu:sm_90").ident(x, w, got)
+    ref = x.astype(np.float64) @ (q - 8).astype(np.float64)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
+    k = next(iter(tl.compile(IDENTITY, target="interp"))).vm
+    stmts = list(_statements(lower_for_gpu(k, "cuda-emu:sm_90").body))
+    assert not [s for s in stmts if isinstance(s, T.Cvt) and s.dst.type == T.f16]   # no rounding to f16
+    assert not _overflow_redos(stmts)

@@ -41,6 +41,7 @@ class CUDAKernel:
         self.thread_kernel = lower_for_gpu(kernel, target)
         self.ptx = emit_ptx(self.thread_kernel, target.sm)
         self._function = None
+        self._plan = None       # the argument plan, made at the first launch
 
     @property
     def name(self) -> str:
@@ -84,7 +85,10 @@ class CUDAKernel:
     def launch(self, *args, stream=None, **kwargs) -> None:
         from ..runtime import cuda_launch
         function = self._get_function()
-        bound = cuda_launch.bind_cuda_arguments(self.kernel, args, kwargs, stream)
+        if self._plan is None:
+            from ..runtime.args import plan_arguments
+            self._plan = plan_arguments(self.kernel)
+        bound = cuda_launch.bind_cuda_arguments(self.kernel, args, kwargs, stream, self._plan)
         grid = cuda_launch.grid_dims(self.kernel, bound)
         if grid is not None:
             params = cuda_launch.marshal(self.kernel, self.thread_kernel.params, bound)

@@ -391,13 +391,15 @@ class KernelBuilder:
 
     def stmt_If(self, s: ast.If) -> None:
         cond = self.condition(s.cond)
-        then_body = self.nested(s.body)
-        else_body = self.nested(s.orelse)
-        if is_const(cond):   # decided at compile time: keep only the taken branch
-            for stmt in (then_body if cond else else_body):
-                self.emit(stmt)
+        if is_const(cond):
+            # Decided at compile time (Triton's constexpr `if`): only the taken
+            # branch is built, in the enclosing scope, so `x = f(x)` there
+            # rebinds x instead of assigning into it (an Assign would make x
+            # a twice-written tile, which hides how its producer left it from
+            # the GPU lowering). The other branch is not compiled at all.
+            self.block(s.body if cond else s.orelse)
             return
-        self.emit(vm.If(cond, then_body, else_body))
+        self.emit(vm.If(cond, self.nested(s.body), self.nested(s.orelse)))
 
     def stmt_While(self, s: ast.While) -> None:
         cond = self.scalar_expr(self.condition(s.cond), s.cond)

@@ -93,6 +93,8 @@ def packed_run(layout: L.RegisterLayout, nbits: int) -> int:
 
 def lower_cast(lw, s: vm.Cast) -> bool:
     src, dst = s.x.dtype, s.out.dtype
+    if src == dst:
+        return _lower_identity_cast(lw, s)
     if dst.name not in ("f16", "bf16") or src.nbits > 8 or not supports(src, dst):
         return False
     lay = lw.layout(s.out)
@@ -120,7 +122,30 @@ def lower_cast(lw, s: vm.Cast) -> bool:
         for p in pairs:
             regs.extend(_widen_pair(em, p, dst.name))
     lw.define(s.out, regs)
-    record_half2(lw, s.out, lay, all_pairs)
+    record_half2(lw, s.out, lay, all_pairs, bound=_cast_bound(src, dst))
+    return True
+
+
+def _cast_bound(src, dst) -> float | None:
+    """The largest magnitude a cast of src values to dst can give, when every
+    src value is finite (None when src has inf or NaN)."""
+    if src.is_float and (src.has_inf or src.has_nan):
+        return None
+    return float(min(max(abs(src.min), abs(src.max)), dst.max))
+
+
+def _lower_identity_cast(lw, s: vm.Cast) -> bool:
+    """cast(x, x.dtype) is x (every value is already rounded to its dtype):
+    copies of the registers, and of x's f16x2 shadow, so a consumer of the
+    cast (an mma operand) still finds the pairs."""
+    lay = lw.layout(s.out)
+    em = lw.em
+    regs = lw.convert_layout(s.x, lay)
+    lw.define(s.out, [em.mov(r, r.type, "id") for r in regs])
+    if s.out.dtype.name in _HALF2:
+        pairs = half2_of(lw, s.x, lay)
+        if pairs is not None:
+            record_half2(lw, s.out, lay, pairs, bound=_half2_store(lw)[s.x][2])
     return True
 
 
@@ -180,18 +205,48 @@ def _half2_store(lw) -> dict:
     return lw.__dict__.setdefault("_g2_half2", {})
 
 
-def record_half2(lw, tile: vm.RegisterTensor, layout, pairs) -> None:
-    """Pairs (f16x2/bf16x2 registers, or u32 words) of `tile` in `layout`."""
+def record_half2(lw, tile: vm.RegisterTensor, layout, pairs, bound: float | None = None) -> None:
+    """Pairs (f16x2/bf16x2 registers, or u32 words) of `tile` in `layout`;
+    `bound`, when known, is a finite bound on the magnitude of every element
+    (then no element is inf or NaN)."""
     t = _HALF2[tile.dtype.name]
     em = lw.em
     regs = [p if p.type == t else em.mov(p, t, "h2") for p in pairs]
-    _half2_store(lw)[tile] = (layout, regs)
+    _half2_store(lw)[tile] = (layout, regs, bound)
 
 
 def half2_of(lw, tile: vm.RegisterTensor, layout):
     """The tile's pairs when it has a shadow in `layout`, else None."""
     rec = _half2_store(lw).get(tile)
     return rec[1] if rec is not None and rec[0] == layout and defined_once(lw, tile) else None
+
+
+def _half2_constant(lw, c, dt):
+    """A scalar constant operand as a pair register holding it twice, or None
+    when it is not a constant exactly representable in dt."""
+    if not isinstance(c, vm.Const) or isinstance(c.value, bool):
+        return None
+    from ..ir.dtypes import decode, encode
+    value = float(c.value)
+    bits = int(encode(np.array([value]), dt)[0])
+    if not np.isfinite(value) or float(decode(np.array([bits]), dt)[0]) != value:
+        return None
+    return lw.em.mov(T.Imm(bits * 0x10001, U32), _HALF2[dt.name], "hc")
+
+
+def _operand_pairs(lw, a, out: vm.RegisterTensor, lay):
+    """(pairs, magnitude bound or None) of an element-wise operand for `out`'s
+    slot pairs: a tile's shadow (_broadcast_pairs) or a constant; None when
+    the operand has no pair form."""
+    if isinstance(a, vm.RegisterTensor):
+        if a.dtype != out.dtype:
+            return None
+        pairs = _broadcast_pairs(lw, a, out, lay)
+        return None if pairs is None else (pairs, _half2_store(lw)[a][2])
+    const = _half2_constant(lw, a, out.dtype)
+    if const is None:
+        return None
+    return [const] * (lay.local_size // 2), abs(float(a.value))
 
 
 def _broadcast_pairs(lw, a: vm.RegisterTensor, out: vm.RegisterTensor, lay):
@@ -226,28 +281,42 @@ _PAIR_OPS = {vm.ElementOp.MUL: T.BinOp.MUL, vm.ElementOp.ADD: T.BinOp.ADD, vm.El
 
 
 def lower_elementwise_half2(lw, s: vm.Elementwise) -> bool:
-    """mul/add/sub of 16-bit float tiles with shadows, pairwise; False when it
-    does not apply (then the element-wise lowering runs)."""
+    """mul/add/sub of 16-bit float tiles with shadows (or a tile and a
+    constant), pairwise; False when it does not apply (then the element-wise
+    lowering runs). When magnitude bounds show that no result can overflow
+    (e.g. dequantized integers minus their zero point), the pairs need no
+    overflow test."""
     out = s.out
     op = _PAIR_OPS.get(s.op)
     if op is None or out.dtype.name not in _HALF2 or len(s.args) != 2:
         return False
-    if not all(isinstance(a, vm.RegisterTensor) and a.dtype == out.dtype for a in s.args):
+    if not any(isinstance(a, vm.RegisterTensor) for a in s.args):
         return False
     lay = lw.layout(out)
     if lay.local_size % 2:
         return False
-    operands = [_broadcast_pairs(lw, a, out, lay) for a in s.args]
+    operands = [_operand_pairs(lw, a, out, lay) for a in s.args]
     if any(p is None for p in operands):
         return False
     em = lw.em
     dt = out.dtype
     t = _HALF2[dt.name]
+    (ops_a, bound_a), (ops_b, bound_b) = operands
+    bound = None
+    if bound_a is not None and bound_b is not None:
+        bound = bound_a * bound_b if s.op == vm.ElementOp.MUL else bound_a + bound_b
+        if bound <= dt.max:     # |exact result| <= max: rounding cannot pass max either
+            pairs = []
+            for pa, pb in zip(ops_a, ops_b):
+                d = em.reg(t, "h2")
+                em.emit(T.Binary(op, d, pa, pb))
+                pairs.append(d)
+            _define_from_pairs(lw, out, lay, pairs, bound)
+            return True
     # A half is inf or NaN iff its magnitude bits + (0x8000 - inf) carry into
     # bit 15 (no carry crosses halves: 0x7fff + 0x400 < 0x10000).
     bump = (0x8000 - (0x7C00 if dt.name == "f16" else 0x7F80)) * 0x10001
     pairs = []
-    ops_a, ops_b = operands
     for g in range(0, len(ops_a), _CHECK_PAIRS):
         group, flags = [], None
         for pa, pb in zip(ops_a[g:g + _CHECK_PAIRS], ops_b[g:g + _CHECK_PAIRS]):
@@ -267,9 +336,15 @@ def lower_elementwise_half2(lw, s: vm.Elementwise) -> bool:
             em.emit(T.CvtPack(d, halves[1], halves[0]))
         em.emit(T.If(big, em.close()))
         pairs.extend(d for d, _, _ in group)
+    _define_from_pairs(lw, out, lay, pairs, None)
+    return True
+
+
+def _define_from_pairs(lw, out: vm.RegisterTensor, lay, pairs, bound) -> None:
+    """Define `out` from its pairs: the f32 element registers (exact widening;
+    dead code unless some consumer needs them) and the shadow."""
     regs = []
     for p in pairs:
-        regs.extend(_widen_pair(em, p, out.dtype.name))
+        regs.extend(_widen_pair(lw.em, p, out.dtype.name))
     lw.define(out, regs)
-    record_half2(lw, out, lay, pairs)
-    return True
+    record_half2(lw, out, lay, pairs, bound)

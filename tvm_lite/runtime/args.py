@@ -429,19 +429,20 @@ def _describe(a: np.ndarray) -> str:
 
 
 def check_element_type(where: str, g: vm.GlobalTensor, shape: tuple[int, ...], dtype: np.dtype,
-                       got_shape: tuple[int, ...], nbytes: int, got: str) -> None:
+                       got_shape: tuple[int, ...], nbytes: int, got) -> None:
     """The array rule shared by every runtime: a type numpy has is passed with that
     dtype and shape; bf16/f8 as their ml_dtypes type; any other type as uint8 bytes
-    of its packed bit stream (tl.pack)."""
+    of its packed bit stream (tl.pack). `got()` describes the argument for a
+    message (called only on failure: formatting costs more than the checks)."""
     native = numpy_dtype(g.dtype)
     if native is not None:
         if dtype != native or got_shape != shape:
-            raise TLLaunchError(f"{where} must be {np.dtype(native)} of shape {shape}, got {got}")
+            raise TLLaunchError(f"{where} must be {np.dtype(native)} of shape {shape}, got {got()}")
         return
     ml_name = ML_DTYPES_NAMES.get(g.dtype.name)
     if ml_name is not None and dtype.name == ml_name:
         if got_shape != shape:
-            raise TLLaunchError(f"{where} must be {ml_name} of shape {shape}, got {got}")
+            raise TLLaunchError(f"{where} must be {ml_name} of shape {shape}, got {got()}")
     elif dtype == np.uint8:
         need = nbytes_for(math.prod(shape), g.dtype)
         if nbytes != need:
@@ -450,7 +451,7 @@ def check_element_type(where: str, g: vm.GlobalTensor, shape: tuple[int, ...], d
     else:
         also = f" or {ml_name} of shape {shape}" if ml_name else ""
         raise TLLaunchError(f"{where} must be {g.dtype.name}{list(shape)} packed as uint8 bytes "
-                            f"(see tl.pack){also}, got {got}")
+                            f"(see tl.pack){also}, got {got()}")
 
 
 def check_tensor(kname: str, g: vm.GlobalTensor, shape: tuple[int, ...], value, written: bool) -> np.ndarray:
@@ -458,7 +459,7 @@ def check_tensor(kname: str, g: vm.GlobalTensor, shape: tuple[int, ...], value, 
     if not isinstance(value, np.ndarray):
         raise TLLaunchError(f"{where} must be a numpy array ({g.dtype.name}{list(shape)}), "
                             f"got {type(value).__name__}")
-    check_element_type(where, g, shape, value.dtype, tuple(value.shape), value.nbytes, _describe(value))
+    check_element_type(where, g, shape, value.dtype, tuple(value.shape), value.nbytes, lambda: _describe(value))
     if not value.flags.c_contiguous:
         raise TLLaunchError(f"{where} must be C-contiguous, got strides {value.strides}")
     if not value.flags.aligned:

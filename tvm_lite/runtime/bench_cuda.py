@@ -11,8 +11,12 @@ baselines:
   torch is present.
 
 Timing: CUDA events around each run on the legacy default stream; before
-every run the L2 cache is flushed by writing a buffer of twice its size;
-the figure is the median of `repeat` (>= 50) runs after 3 warm-up runs.
+every run the L2 cache is flushed by writing a buffer of twice its size,
+then a one-thread kernel holds the GPU for HOLD_US while the host enqueues
+the start event, the run and the end event, so the host's launch cost
+(Python argument checks, cuLaunchKernel) is never inside the timed span: a
+M = 1 kernel takes tens of microseconds, as long as that host work. The
+figure is the median of `repeat` (>= 50) runs after 3 warm-up runs.
 Bandwidth: the bytes a run must move (packed weights + scales + A + C)
 divided by the median time, and as a percentage of the device's copy
 bandwidth measured in the same run (cuMemcpyDtoD of a 1 GiB buffer:
@@ -58,20 +62,67 @@ class L2Flusher:
         rt.memset_d8(self.buffer.ptr, 0, self.buffer.nbytes)
 
 
-def time_median_ms(fn: Callable[[], object], flush: L2Flusher, repeat: int) -> float:
-    """Median device time of `fn()` in ms, L2 flushed before each run.
+HOLD_US = 500
 
-    Everything runs on the legacy default stream, so the flush finishes
-    before `start` is recorded and `end` after fn's work; fn's work on other
-    streams is not timed (the baselines launch on the current torch/cupy
-    stream, which is the legacy default one unless the caller changed it)."""
+# A one-thread kernel that spins until `ns` nanoseconds of %globaltimer have
+# passed (sleeping between reads). PTX for sm_80 runs on every newer GPU
+# through the driver JIT.
+_HOLD_PTX = """.version 8.0
+.target sm_80
+.address_size 64
+.visible .entry tl_bench_hold(.param .u64 ns)
+{
+    .reg .u64 %limit, %t0, %t1, %dt;
+    .reg .pred %p;
+    ld.param.u64 %limit, [ns];
+    mov.u64 %t0, %globaltimer;
+WAIT:
+    nanosleep.u32 2000;
+    mov.u64 %t1, %globaltimer;
+    sub.u64 %dt, %t1, %t0;
+    setp.lt.u64 %p, %dt, %limit;
+    @%p bra WAIT;
+    ret;
+}
+"""
+
+
+class DeviceHold:
+    """Keeps the GPU busy for `us` microseconds (module docstring: the host's
+    launch cost stays outside the timed span)."""
+
+    def __init__(self, us: int = HOLD_US):
+        import ctypes
+        self.function = rt.load_module(_HOLD_PTX).function("tl_bench_hold")
+        self.params = [ctypes.c_uint64(int(us) * 1000)]
+
+    def __call__(self) -> None:
+        self.function.launch((1, 1, 1), 1, 0, self.params)
+
+
+def before_each_run(flush: L2Flusher, hold: DeviceHold) -> Callable[[], None]:
+    def prepare() -> None:
+        flush()
+        hold()
+    return prepare
+
+
+def time_median_ms(fn: Callable[[], object], prepare: Callable[[], None], repeat: int) -> float:
+    """Median device time of `fn()` in ms, `prepare()` (flush the L2, hold the
+    GPU: before_each_run) enqueued before each run.
+
+    Everything runs on the legacy default stream, so `prepare`'s work
+    finishes before `start` is recorded and `end` after fn's work; fn's work
+    on other streams is not timed (the baselines launch on the current
+    torch/cupy stream, which is the legacy default one unless the caller
+    changed it)."""
     for _ in range(WARMUP):
         fn()
     rt.synchronize()
     start, end = rt.Event(), rt.Event()
     times = []
     for _ in range(max(repeat, MIN_REPEAT)):
-        flush()
+        prepare()
         start.record()
         fn()
         end.record()
@@ -79,11 +130,11 @@ def time_median_ms(fn: Callable[[], object], flush: L2Flusher, repeat: int) -> f
     return statistics.median(times)
 
 
-def copy_bandwidth_gbps(flush: L2Flusher, repeat: int) -> float:
+def copy_bandwidth_gbps(prepare: Callable[[], None], repeat: int) -> float:
     """Device-to-device copy bandwidth in GB/s (bytes read + bytes written)."""
     src, dst = rt.empty(COPY_BYTES, np.uint8), rt.empty(COPY_BYTES, np.uint8)
     rt.memset_d8(src.ptr, 1, COPY_BYTES)
-    ms = time_median_ms(lambda: rt.memcpy_dtod(dst.ptr, src.ptr, COPY_BYTES), flush, repeat)
+    ms = time_median_ms(lambda: rt.memcpy_dtod(dst.ptr, src.ptr, COPY_BYTES), prepare, repeat)
     return 2 * COPY_BYTES / (ms * 1e-3) / 1e9
 
 
@@ -217,8 +268,8 @@ def run_cuda_bench(dtypes=DEFAULT_DTYPES, ms=DEFAULT_MS, ns=DEFAULT_NS, k: int =
     target = device_target(device)
     rng = np.random.default_rng(seed)
     repeat = max(int(repeat), MIN_REPEAT)
-    flush = L2Flusher(device.l2_bytes)
-    copy_gbps = copy_bandwidth_gbps(flush, repeat)
+    prepare = before_each_run(L2Flusher(device.l2_bytes), DeviceHold())
+    copy_gbps = copy_bandwidth_gbps(prepare, repeat)
     say = log or (lambda text: None)
     say(f"{device.name} (sm_{device.sm}): copy bandwidth {copy_gbps:.0f} GB/s")
     baselines: dict = {}
@@ -238,7 +289,7 @@ def run_cuda_bench(dtypes=DEFAULT_DTYPES, ms=DEFAULT_MS, ns=DEFAULT_NS, k: int =
                 a = rng.standard_normal((m, k)).astype(np.float16)
                 try:
                     run, _, note = _device_call(a, qt, target)
-                    t = time_median_ms(run, flush, repeat)
+                    t = time_median_ms(run, prepare, repeat)
                     moved = qt.nbytes + a.nbytes + m * n * 2
                     row.update(time_ms=t, gbps=moved / (t * 1e-3) / 1e9)
                     row["pct_copy_bw"] = 100.0 * row["gbps"] / copy_gbps
@@ -248,7 +299,7 @@ def run_cuda_bench(dtypes=DEFAULT_DTYPES, ms=DEFAULT_MS, ns=DEFAULT_NS, k: int =
                     row.update(time_ms=None, gbps=None, pct_copy_bw=None)
                     row["notes"].append(f"tvm_lite failed: {e.message}")
                 if (m, n) not in baselines:
-                    baselines[(m, n)] = _time_baselines(m, n, k, group_size, flush, repeat, rng)
+                    baselines[(m, n)] = _time_baselines(m, n, k, group_size, prepare, repeat, rng)
                 base = baselines[(m, n)]
                 row["cublas_ms"] = base["cublas_ms"]
                 row["notes"] += base["notes"]
@@ -262,19 +313,19 @@ def run_cuda_bench(dtypes=DEFAULT_DTYPES, ms=DEFAULT_MS, ns=DEFAULT_NS, k: int =
     return rows
 
 
-def _time_baselines(m, n, k, group_size, flush, repeat, rng) -> dict:
+def _time_baselines(m, n, k, group_size, prepare, repeat, rng) -> dict:
     out = {"cublas_ms": None, "torch_int4_ms": None, "notes": []}
     try:
         run, note = cublas_baseline(m, n, k, rng)
         if run is not None:
-            out["cublas_ms"] = time_median_ms(run, flush, repeat)
+            out["cublas_ms"] = time_median_ms(run, prepare, repeat)
         out["notes"].append(note)
     except Exception as e:   # a third-party library failing must not end the benchmark
         out["notes"].append(f"cuBLAS baseline failed: {type(e).__name__}: {e}")
     try:
         run, note = torch_int4_baseline(m, n, k, group_size)
         if run is not None:
-            out["torch_int4_ms"] = time_median_ms(run, flush, repeat)
+            out["torch_int4_ms"] = time_median_ms(run, prepare, repeat)
         out["notes"].append(note)
     except Exception as e:
         out["notes"].append(f"torch int4 baseline failed: {type(e).__name__}: {e}")
@@ -297,4 +348,4 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines + [""] + [f"note: {n}" for n in notes] if notes else lines)
 
 
-__all__ = ["run_cuda_bench", "format_rows", "L2Flusher", "time_median_ms", "copy_bandwidth_gbps", "random_quantized"]
+__all__ = ["run_cuda_bench", "format_rows", "L2Flusher", "DeviceHold", "before_each_run", "time_median_ms", "copy_bandwidth_gbps", "random_quantized"]

@@ -28,9 +28,9 @@ import numpy as np
 
 from ..errors import TLLaunchError
 from ..ir import vm
-from ..ir.functor import collect
 from . import cuda as rt
-from .args import check_element_type, match_arguments, check_scalar, check_tensor, eval_shape, eval_expr
+from .args import (ArgumentPlan, check_element_type, check_scalar, check_tensor, eval_expr, eval_shape,
+                   match_arguments, plan_arguments)
 
 # Vector loads of up to 16 bytes assume tensor base addresses are 16-byte
 # aligned (cuMemAlloc gives 256); a view at an odd offset would fault.
@@ -51,8 +51,8 @@ class CudaBound:
 def _check_view(kname: str, g: vm.GlobalTensor, shape: tuple[int, ...], view: rt.DeviceView,
                 written: bool) -> None:
     where = f"{kname}: argument '{g.name}'"
-    got = f"{view.dtype} {tuple(view.shape)}"
-    check_element_type(where, g, shape, view.dtype, tuple(view.shape), view.nbytes, got)
+    check_element_type(where, g, shape, view.dtype, tuple(view.shape), view.nbytes,
+                       lambda: f"{view.dtype} {tuple(view.shape)}")
     if not view.c_contiguous:
         raise TLLaunchError(f"{where} must be C-contiguous")
     if view.ptr % BASE_ALIGNMENT:
@@ -63,14 +63,17 @@ def _check_view(kname: str, g: vm.GlobalTensor, shape: tuple[int, ...], view: rt
 
 
 def bind_cuda_arguments(kernel: vm.Kernel, args: tuple, kwargs: dict | None = None,
-                        stream=None) -> CudaBound:
-    """Match, check and place every argument (module docstring)."""
-    values = match_arguments(kernel, args, dict(kwargs or {}))
+                        stream=None, plan: ArgumentPlan | None = None) -> CudaBound:
+    """Match, check and place every argument (module docstring). `plan` is
+    plan_arguments(kernel), computed once by callers that launch often: the
+    walk over the body for stored-to tensors costs more than all the checks."""
+    plan = plan or plan_arguments(kernel)
+    values = match_arguments(kernel, args, dict(kwargs or {}), plan.names)
     bound = CudaBound()
     for p in kernel.params:
         if isinstance(p, vm.Var):
             bound.scalars[p] = check_scalar(kernel.name, p, values[p.name])
-    written = {id(s.dst) for s in collect(kernel.body, vm.Store) + collect(kernel.body, vm.AtomicAdd)}
+    written = plan.written
     for p in kernel.params:
         value = values[p.name]
         if isinstance(p, vm.GlobalTensor):
