@@ -194,26 +194,31 @@ def _overflow_redos(stmts):
     return [s for s in stmts if isinstance(s, T.If) and any(isinstance(x, T.CvtPack) for x in _statements(s.then))]
 
 
-@pytest.mark.parametrize("wt, dst, c, mul, bounded", [
-    ("u4", "f16", 8.0, 0, True),          # the zero point of unsigned weights: |x - 8| <= 15
-    ("u8", "bf16", 128.0, 0, True),
-    ("f6e3m2", "f16", 0.75, 0, True),     # no inf/NaN in f6e3m2: bounded by its max, 28
-    ("u8", "f16", 300.0, 1, False),       # 255 * 300 > 65504: may overflow, must saturate
-    ("f8e5m2", "f16", 2.0, 0, False),     # inf and NaN codes: no bound
+@pytest.mark.parametrize("wt, dst, c, mul, folded, bounded", [
+    ("u4", "f16", 8.0, 0, True, True),        # the zero point of unsigned weights: into the dequant's fma
+    ("i4", "bf16", -3.0, 0, True, True),
+    ("u4", "f16", 0.5, 0, False, True),       # not an integer: a pair subtraction, |x - 0.5| <= 14.5
+    ("u8", "bf16", 128.0, 0, False, True),    # u8 -> bf16 ends in two fmas: not folded
+    ("f6e3m2", "f16", 0.75, 0, False, True),  # no inf/NaN in f6e3m2: bounded by its max, 28
+    ("u8", "f16", 300.0, 1, False, False),    # 255 * 300 > 65504: may overflow, must saturate
+    ("f8e5m2", "f16", 2.0, 0, False, False),  # inf and NaN codes: no bound
 ])
-def test_tile_and_constant_on_pairs(rng, wt, dst, c, mul, bounded):
-    """cast(w) - c and cast(w) * c run as f16x2/bf16x2 instructions with the
-    constant in both halves; the overflow test (and its element-wise redo) is
-    left out exactly when magnitude bounds rule overflow out. Bit-exact against
-    the interpreter, saturation included."""
+def test_tile_and_constant_on_pairs(rng, wt, dst, c, mul, folded, bounded):
+    """cast(w) - c folds into the conversion when c is an integer the
+    dequant's bias absorbs exactly; otherwise cast(w) - c and cast(w) * c run
+    as f16x2/bf16x2 instructions with the constant in both halves, and the
+    overflow test (and its element-wise redo) is left out exactly when
+    magnitude bounds rule overflow out. Bit-exact against the interpreter,
+    saturation included."""
     m, n = 65, 256
     vdt = np.float16 if dst == "f16" else ml_dtypes.bfloat16
     packed = _patterns(rng, wt, (m, n))
     native = tl.ir.dtypes.numpy_dtype(tl.dtype(wt))
     arg = packed.view(native).reshape(m, n) if native is not None else packed
+    source = OFFSET.replace("C\n", f"{c}\n")
     outs = []
     for tgt in ("interp", "cuda-emu:sm_80"):
-        mod = tl.compile(OFFSET.replace("C\n", f"{c}\n"), target=tgt, WT=wt, DT=dst, MUL=mul)
+        mod = tl.compile(source, target=tgt, WT=wt, DT=dst, MUL=mul)
         o = np.full((m, n), np.nan, vdt)
         mod.offset(m, n, arg, o)
         outs.append(o)
@@ -222,9 +227,10 @@ def test_tile_and_constant_on_pairs(rng, wt, dst, c, mul, bounded):
     assert same.all(), np.argwhere(~same)[:4]
     if mul:
         assert np.nanmax(np.abs(want.astype(np.float64))) == 65504.0     # saturated, not inf
-    k = next(iter(tl.compile(OFFSET.replace("C\n", f"{c}\n"), target="interp", WT=wt, DT=dst, MUL=mul))).vm
+    k = next(iter(tl.compile(source, target="interp", WT=wt, DT=dst, MUL=mul))).vm
     pair_ops, checks = _pair_ops_and_checks(k, "cuda-emu:sm_80")
-    assert len(pair_ops) >= 64 * 128 // 128 // 2          # every pair of the thread's 64 elements
+    pairs_per_thread = 64 * 128 // 128 // 2
+    assert len(pair_ops) == (0 if folded else pairs_per_thread)
     assert bool(checks) != bounded
 
 

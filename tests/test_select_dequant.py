@@ -273,6 +273,30 @@ def test_fast_path_exact(rng, src, dst):
         assert mix["Cvt(float->)"] == 0, mix
 
 
+INT_TYPES = [t for t in TYPES if t.is_integer]
+
+
+@pytest.mark.parametrize("dst", ["f16", "bf16"])
+@pytest.mark.parametrize("src", INT_TYPES, ids=lambda t: t.name)
+def test_folded_offset_is_exact(rng, src, dst):
+    """dequant_packed(..., offset=c) gives decode(q) - c exactly for every
+    offset folds_offset accepts (the zero point 2^(b-1) of unsigned weights
+    among them), and folds_offset refuses what the bias cannot absorb."""
+    offsets = [int(c) for c in rng.integers(-300, 300, 6)] + [1 << (src.nbits - 1), -1, 1]
+    accepted = [c for c in offsets if SD.folds_offset(src, dst, c)]
+    if src.kind == "uint" and not (src.nbits == 8 and dst == "bf16"):
+        assert 1 << (src.nbits - 1) in accepted
+    assert not SD.folds_offset(src, dst, 0.5) and not SD.folds_offset(src, dst, 5000)
+    for c in accepted:
+        first_bit = int(rng.integers(0, 32))
+        words, fields = _make_words(rng, src, 32, 16, first_bit)
+        _, got = _run(lambda *a: SD.dequant_packed(*a, offset=c), src, dst, words, 16, first_bit)
+        want = _round_half(D.decode(fields, src).astype(np.float64) - c, dst)
+        _check(got, want, src, dst)
+    with pytest.raises(SD.TLCompileError):
+        SD.dequant_packed(_Namer(), [T.Reg("w", T.b32)], src, dst, 2, 0, offset=0.5)
+
+
 @pytest.mark.parametrize("dst", ["f16", "bf16"])
 @pytest.mark.parametrize("name", ["u3", "i5", "u12", "i16", "f8e4m3", "f8e5m2", "f16", "bf16",
                                   "f12e5m6", "f9e8m0", "f6e3m2"])

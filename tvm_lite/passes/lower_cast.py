@@ -35,7 +35,7 @@ import numpy as np
 from ..ir import layout as L
 from ..ir import thread as T
 from ..ir import vm
-from .select_dequant import dequant_packed, supports
+from .select_dequant import dequant_packed, folds_offset, supports
 
 U32 = T.u32
 
@@ -113,25 +113,86 @@ def lower_cast(lw, s: vm.Cast) -> bool:
     def namer(hint, t):
         return em.reg(t, hint)
 
+    # `cast(x) - c` (the zero point of unsigned weights) folds into the
+    # conversion's final fma when the cast has no other reader.
+    fused = _offset_consumer(lw, s)
+    offset = fused[1] if fused is not None and folds_offset(src, dst, fused[1]) else 0
     regs, all_pairs = [], []
     for words in groups:
-        stmts, pairs = dequant_packed(namer, list(words), src, dst, run)
+        stmts, pairs = dequant_packed(namer, list(words), src, dst, run, offset=offset)
         for st in stmts:
             em.emit(st)
         all_pairs.extend(pairs)
         for p in pairs:
             regs.extend(_widen_pair(em, p, dst.name))
-    lw.define(s.out, regs)
-    record_half2(lw, s.out, lay, all_pairs, bound=_cast_bound(src, dst))
+    out = s.out
+    if offset:
+        # The consumer's result is defined here; s.out itself has no reader.
+        out = fused[0].out
+        _fused_store(lw).add(id(fused[0]))
+    lw.define(out, regs)
+    record_half2(lw, out, lay, all_pairs, bound=_cast_bound(src, dst, offset))
     return True
 
 
-def _cast_bound(src, dst) -> float | None:
-    """The largest magnitude a cast of src values to dst can give, when every
-    src value is finite (None when src has inf or NaN)."""
+def _fused_store(lw) -> set:
+    """ids of the element-wise statements already computed by a cast (lives on
+    the Lowerer instance, like the other records)."""
+    return lw.__dict__.setdefault("_g2_fused", set())
+
+
+def _readers(lw) -> dict:
+    """id(tile) -> the VM statements that read it (any field but `out`)."""
+    readers = lw.__dict__.get("_g2_readers")
+    if readers is None:
+        import dataclasses
+        from .lower_to_threads import _walk
+        readers = {}
+        for st in _walk(lw.kernel.body):
+            for f in dataclasses.fields(st):
+                if f.name == "out":
+                    continue
+                value = getattr(st, f.name)
+                for v in (value if isinstance(value, tuple) else (value,)):
+                    if isinstance(v, vm.RegisterTensor):
+                        readers.setdefault(id(v), []).append(st)
+        lw.__dict__["_g2_readers"] = readers
+    return readers
+
+
+def _offset_consumer(lw, s: vm.Cast):
+    """(e, c) when the cast's only reader is e = `cast - c` or `cast + (-c)`
+    (or `(-c) + cast`) with a constant c, of the same dtype, shape and layout."""
+    if not s.x.dtype.is_integer or not defined_once(lw, s.out):
+        return None
+    readers = _readers(lw).get(id(s.out), [])
+    if len(readers) != 1:
+        return None
+    e = readers[0]
+    if not isinstance(e, vm.Elementwise) or len(e.args) != 2 or e.out.dtype != s.out.dtype \
+            or tuple(e.out.shape) != tuple(s.out.shape) or lw.layout(e.out) != lw.layout(s.out):
+        return None
+    a, b = e.args
+    if e.op == vm.ElementOp.SUB and a is s.out and _integral_const(b):
+        return e, int(b.value)
+    if e.op == vm.ElementOp.ADD and (a is s.out) != (b is s.out):
+        c = b if a is s.out else a
+        if _integral_const(c):
+            return e, -int(c.value)
+    return None
+
+
+def _integral_const(c) -> bool:
+    return isinstance(c, vm.Const) and not isinstance(c.value, bool) and float(c.value).is_integer()
+
+
+def _cast_bound(src, dst, offset: int = 0) -> float | None:
+    """The largest magnitude a cast of src values to dst (minus an integer
+    offset) can give, when every src value is finite (None when src has inf
+    or NaN)."""
     if src.is_float and (src.has_inf or src.has_nan):
         return None
-    return float(min(max(abs(src.min), abs(src.max)), dst.max))
+    return float(min(max(abs(src.min - offset), abs(src.max - offset)), dst.max))
 
 
 def _lower_identity_cast(lw, s: vm.Cast) -> bool:
@@ -286,6 +347,8 @@ def lower_elementwise_half2(lw, s: vm.Elementwise) -> bool:
     lowering runs). When magnitude bounds show that no result can overflow
     (e.g. dequantized integers minus their zero point), the pairs need no
     overflow test."""
+    if id(s) in _fused_store(lw):       # computed by the cast it reads
+        return True
     out = s.out
     op = _PAIR_OPS.get(s.op)
     if op is None or out.dtype.name not in _HALF2 or len(s.args) != 2:

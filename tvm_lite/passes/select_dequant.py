@@ -1,8 +1,9 @@
 """Instruction selection for casts of packed low-bit fields to f16x2 / bf16x2.
 
-    dequant_packed(namer, words, src, dst, count, first_bit=0) -> (stmts, regs)
+    dequant_packed(namer, words, src, dst, count, first_bit=0, offset=0) -> (stmts, regs)
     dequant_generic(namer, words, src, dst, count, first_bit=0) -> (stmts, regs)
     supports(src, dst) -> bool
+    folds_offset(src, dst, offset) -> bool   (x - offset folded into the conversion)
 
 `words` are b32 registers holding a little-endian bit stream (DESIGN.md
 section 4): word 0 is stream bits 0..31, word 1 bits 32..63, and so on.
@@ -186,8 +187,9 @@ class _Plan:
 class _Emitter:
     """Statements of one call, and the stream windows they share."""
 
-    def __init__(self, namer, words: Sequence[T.Reg], src: DataType, first_bit: int):
+    def __init__(self, namer, words: Sequence[T.Reg], src: DataType, first_bit: int, offset: int = 0):
         self.namer, self.words, self.src, self.first_bit = namer, list(words), src, first_bit
+        self.offset = offset        # subtracted from every value by the final fma (folds_offset)
         self.stmts: list[T.Stmt] = []
         self.windows: dict[int, T.Operand] = {}
         self.flipped: dict[int, T.Reg] = {}
@@ -364,7 +366,7 @@ def _int_magic(em: _Emitter, h: _Half, p_lo: int, p_hi: int) -> T.Reg:
     sign = _pair(1 << (b - 1 + o_lo), 1 << (b - 1 + o_hi)) if signed else 0
     magic = h.bits(2.0 ** man)
     H = em.lop3(P, _imm(_pair(field << o_lo, field << o_hi)), _imm(_pair(magic, magic) | sign), LUT_SEL_XOR)
-    offset = 2 ** (b - 1) if signed else 0
+    offset = (2 ** (b - 1) if signed else 0) + em.offset
     scale = h.pair(2.0 ** -o_lo, 2.0 ** -o_hi)
     bias = h.pair(-(2.0 ** (man - o_lo) + offset), -(2.0 ** (man - o_hi) + offset))
     return em.fma(H, scale, bias, h.packed, hint="dq_out")
@@ -380,7 +382,7 @@ def _int8_to_f16(em: _Emitter, h: _Half, p_lo: int, p_hi: int) -> T.Reg:
     signed = em.src.kind == "int"
     source = em.flipped_window(plan.base_a) if signed else em.window(plan.base_a)
     H = em.prmt(source, _imm(0x64646464), plan.byte_lo | 4 << 4 | plan.byte_hi << 8 | 4 << 12)
-    bias = -(1024.0 + (128 if signed else 0))
+    bias = -(1024.0 + (128 if signed else 0) + em.offset)
     return em.fma(H, h.pair(1.0, 1.0), h.pair(bias, bias), h.packed, hint="dq_out")
 
 
@@ -514,21 +516,41 @@ def _recipe(src: DataType, h: _Half):
 # ----------------------------------------------------------- public entry points
 
 
+def folds_offset(src, dst, offset) -> bool:
+    """Whether `dequant_packed(..., offset=offset)` can subtract `offset` from
+    every value inside the conversion's final fma (its bias constant), exactly:
+    integer sources whose recipe ends in one packed fma (not u8/i8 to bf16),
+    an integer offset, and every result and bias an exact integer of dst."""
+    src, dst = dtype(src), dtype(dst)
+    if not src.is_integer or not supports(src, dst) or offset != int(offset):
+        return False
+    h = _HALVES[dst.name]
+    if _recipe(src, h) not in (_int_magic, _int8_to_f16):
+        return False
+    exact = 2 ** (h.mantissa_bits + 1)          # every integer up to this is exact in h
+    signed_bias = 2 ** (src.nbits - 1) if src.kind == "int" else 0
+    worst_bias = 2 ** h.mantissa_bits + signed_bias + abs(offset)
+    return max(abs(src.min - offset), abs(src.max - offset), worst_bias) <= exact
+
+
 def dequant_packed(namer, words: Sequence[T.Reg], src, dst, count: int,
-                   first_bit: int = 0) -> tuple[list[T.Stmt], list[T.Reg]]:
-    """Convert `count` packed `src` fields to f16x2/bf16x2 registers (module doc).
+                   first_bit: int = 0, offset: int = 0) -> tuple[list[T.Stmt], list[T.Reg]]:
+    """Convert `count` packed `src` fields to f16x2/bf16x2 registers (module doc),
+    minus `offset` when that is nonzero (only where `folds_offset` holds).
 
     Bit tricks when `supports(src, dst)`; otherwise `dequant_generic`.
     Raises TLCompileError when the words are too few or dst is not f16/bf16."""
     src, dst = dtype(src), dtype(dst)
     _check_args(words, src, dst, count, first_bit)
+    if offset and not folds_offset(src, dst, offset):
+        raise TLCompileError(f"internal: dequant of {src.name} to {dst.name} cannot fold offset {offset}")
     if not supports(src, dst):
         return dequant_generic(namer, words, src, dst, count, first_bit)
     h = _HALVES[dst.name]
     recipe = _recipe(src, h)
     if recipe is _int8_to_f16 and first_bit % 8:
         recipe = _int_magic
-    em = _Emitter(namer, words, src, first_bit)
+    em = _Emitter(namer, words, src, first_bit, int(offset))
     outs = []
     for j in range(0, count, 2):
         p_lo = first_bit + j * src.nbits
