@@ -182,9 +182,11 @@ def offset[WT: dtype = u4, DT: dtype = f16, MUL: int = 0](m: i32, n: i32, w: WT[
 """   # C: the constant, formatted in (compile-time parameters are int, dtype or bool)
 
 
-def _pair_ops_and_checks(kernel_vm, target):
+def _pair_ops_and_checks(kernel_vm, target, op):
+    """The packed `op` instructions (the dequant's own adds are not SUB or MUL)
+    and the overflow redo branches."""
     stmts = list(_statements(lower_for_gpu(kernel_vm, target).body))
-    pair_ops = [s for s in stmts if isinstance(s, T.Binary) and s.dst.type in (T.f16x2, T.bf16x2)]
+    pair_ops = [s for s in stmts if isinstance(s, T.Binary) and s.op is op and s.dst.type in (T.f16x2, T.bf16x2)]
     return pair_ops, _overflow_redos(stmts)
 
 
@@ -228,7 +230,7 @@ def test_tile_and_constant_on_pairs(rng, wt, dst, c, mul, folded, bounded):
     if mul:
         assert np.nanmax(np.abs(want.astype(np.float64))) == 65504.0     # saturated, not inf
     k = next(iter(tl.compile(source, target="interp", WT=wt, DT=dst, MUL=mul))).vm
-    pair_ops, checks = _pair_ops_and_checks(k, "cuda-emu:sm_80")
+    pair_ops, checks = _pair_ops_and_checks(k, "cuda-emu:sm_80", T.BinOp.MUL if mul else T.BinOp.SUB)
     pairs_per_thread = 64 * 128 // 128 // 2
     assert len(pair_ops) == (0 if folded else pairs_per_thread)
     assert bool(checks) != bounded

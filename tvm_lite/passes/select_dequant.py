@@ -360,15 +360,27 @@ def _int_magic(em: _Emitter, h: _Half, p_lo: int, p_hi: int) -> T.Reg:
     src = em.src
     b, man = src.nbits, h.mantissa_bits
     allowed = range(man - b + 1)
-    P, o_lo, o_hi = em.gather(p_lo, p_hi, allowed, allowed)
+    plan = em.plan(p_lo, p_hi, allowed, allowed)
+    # Both fields at offset 0 make the conversion one packed add of an
+    # immediate: no multiplier, which ptxas would otherwise keep in a register
+    # or rematerialize for every pair. Worth one more shifted window (shared
+    # by the word's other pairs: u4 needs one per word).
+    aligned = em.plan(p_lo, p_hi, [0], [0])
+    if aligned is not None and em.plan_cost(aligned)[0] <= em.plan_cost(plan)[0] + 1:
+        plan = aligned
+    if plan is None:
+        raise TLCompileError(f"internal: no gather for {src.name} fields at bits {p_lo}, {p_hi}")
+    P, o_lo, o_hi = em.gather_plan(plan), plan.offset_lo, plan.offset_hi
     field = (1 << b) - 1
     signed = src.kind == "int"
     sign = _pair(1 << (b - 1 + o_lo), 1 << (b - 1 + o_hi)) if signed else 0
     magic = h.bits(2.0 ** man)
     H = em.lop3(P, _imm(_pair(field << o_lo, field << o_hi)), _imm(_pair(magic, magic) | sign), LUT_SEL_XOR)
     offset = (2 ** (b - 1) if signed else 0) + em.offset
-    scale = h.pair(2.0 ** -o_lo, 2.0 ** -o_hi)
     bias = h.pair(-(2.0 ** (man - o_lo) + offset), -(2.0 ** (man - o_hi) + offset))
+    if o_lo == o_hi == 0:
+        return em.binary(T.BinOp.ADD, H, bias, h.packed, hint="dq_out")
+    scale = h.pair(2.0 ** -o_lo, 2.0 ** -o_hi)
     return em.fma(H, scale, bias, h.packed, hint="dq_out")
 
 
