@@ -49,3 +49,14 @@ def test_weight_loop_is_a_few_instructions_per_weight(wt, limit):
     assert counts["I2F"] == 0 and counts["F2F"] == 0 and counts["I2FP"] == 0     # no per-element conversions
     assert counts["FMNMX"] == 0            # no f32 saturation of values that cannot overflow
     assert p["per_element"] <= limit, (p["per_element"], counts.most_common(8))
+
+
+def test_module_source_sass(tmp_path):
+    """`mod.source("sass")` on a cuda target: the kernel's machine code."""
+    import os
+
+    import tvm_lite as tl
+    from conftest import EXAMPLES
+    mod = tl.compile(os.path.join(EXAMPLES, "vector_add.tl"), target="cuda:sm_90")
+    text = mod.source("sass")
+    assert ".text.vector_add" in text and "EXIT" in text and "LDG" in text

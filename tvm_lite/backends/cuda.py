@@ -4,6 +4,7 @@
     k.source("thread" | "ptx")
     k.resources()                       # ptxas figures through nvJitLink (no GPU needed)
     k.source("resources")               # the same figures as one line of text
+    k.source("sass")                    # the machine code, through nvdisasm (no GPU needed)
     k(*args, **kwargs)                  # binds, checks, launches (needs a GPU)
     k.launch(*args, stream=s, **kwargs) # the same on a given stream
 
@@ -23,7 +24,7 @@ from ..errors import TLError, TLTargetError
 from ..ir import vm
 from ..runtime.target import Target
 
-STAGES = ("thread", "ptx", "resources")
+STAGES = ("thread", "ptx", "resources", "sass")
 
 
 class CUDAKernel:
@@ -56,6 +57,9 @@ class CUDAKernel:
         if stage == "resources":
             from .ptx_resources import format_resources
             return format_resources(self.resources(), self.target.sm)
+        if stage == "sass":
+            from .sass import disassemble
+            return disassemble(self.compiled().cubin)
         raise TLError(f"target 'cuda' has stages {', '.join(repr(s) for s in STAGES)}, not {stage!r}")
 
     def compiled(self):
