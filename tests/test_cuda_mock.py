@@ -15,6 +15,8 @@ device-array inputs, weights kept on the device).
 from __future__ import annotations
 
 import ctypes
+import gc
+import threading
 
 import numpy as np
 import pytest
@@ -260,6 +262,35 @@ def test_device_array_roundtrip(fake, rng):
     np.testing.assert_array_equal(d.numpy(), x)
     np.testing.assert_array_equal(tl.cuda.zeros(9, np.int32).numpy(), np.zeros(9, np.int32))
     assert d.__cuda_array_interface__["data"] == (d.ptr, False)
+
+
+def _collect_holding(lock, drop) -> bool:
+    """Run `drop()` and a garbage collection while holding `lock`, on a worker
+    thread; whether it finished (a finalizer that waits for the lock never does)."""
+    def run():
+        with lock:
+            drop()
+            gc.collect()
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    return not worker.is_alive()
+
+
+def test_finalizers_never_wait_for_the_context_lock(fake, monkeypatch):
+    """A collection can run inside `_Context.current()` while it holds the
+    lock (creating the context allocates): freeing an array there must not
+    take the lock. An array of the live context is freed; one of a replaced
+    context (the tests' fresh runtimes) is left alone."""
+    arrays = [tl.cuda.empty(64, np.float32)]
+    ptr = arrays[0].ptr
+    assert _collect_holding(rt._context._lock, arrays.clear)
+    assert ("cuMemFree", ptr) in fake.calls
+    arrays.append(tl.cuda.empty(64, np.float32))
+    frees = fake.names().count("cuMemFree")
+    monkeypatch.setattr(rt, "_context", rt._Context())
+    assert _collect_holding(rt._context._lock, arrays.clear)
+    assert fake.names().count("cuMemFree") == frees
 
 
 def test_driver_errors_are_tl_errors(fake):

@@ -148,10 +148,14 @@ class _Context:
             with self._lock:
                 if self._handle is None:
                     self._create()
+        self._make_current()
+        return self
+
+    def _make_current(self) -> None:
+        """Make the (created) context current on this thread; takes no lock."""
         if getattr(self._local, "handle", None) is not self._handle:
             call("cuCtxSetCurrent", self._handle)
             self._local.handle = self._handle
-        return self
 
     def _create(self) -> None:
         drv = driver()
@@ -213,7 +217,7 @@ class Stream:
         ensure_context()
         drv = driver()
         self._handle = call("cuStreamCreate", drv.CUstream_flags.CU_STREAM_NON_BLOCKING)
-        self._finalizer = weakref.finalize(self, _destroy_quietly, "cuStreamDestroy", self._handle)
+        self._finalizer = _release_later(self, "cuStreamDestroy", self._handle)
 
     @property
     def handle(self) -> int:
@@ -242,11 +246,23 @@ def _stream_handle(stream) -> int:
                         f"got {type(stream).__name__}")
 
 
-def _destroy_quietly(name: str, handle) -> None:
-    # Finalizers run at any time, possibly at interpreter exit after the
-    # context is gone: a failure here has nobody to report to.
+def _release_later(owner, name: str, handle) -> weakref.finalize:
+    """Call driver function `name` on `handle` when `owner` is collected, in
+    the context that is current now."""
+    return weakref.finalize(owner, _destroy_quietly, _context, name, handle)
+
+
+def _destroy_quietly(context: _Context, name: str, handle) -> None:
+    # Finalizers run at any time: at interpreter exit after the context is
+    # gone (a failure has nobody to report to), or in a garbage collection
+    # inside `_Context.current()` on this very thread while it holds the
+    # context lock - so this never takes that lock, and never creates a
+    # context. A context that was replaced or never finished took its
+    # resources with it.
+    if context is not _context or context._handle is None:
+        return
     try:
-        _context.current()   # the finalizing thread may never have made it current
+        context._make_current()   # the finalizing thread may never have made it current
         getattr(driver(), name)(handle)
     except Exception:
         pass
@@ -259,7 +275,7 @@ class Event:
         ensure_context()
         drv = driver()
         self._handle = call("cuEventCreate", drv.CUevent_flags.CU_EVENT_DEFAULT)
-        self._finalizer = weakref.finalize(self, _destroy_quietly, "cuEventDestroy", self._handle)
+        self._finalizer = _release_later(self, "cuEventDestroy", self._handle)
 
     def record(self, stream=None) -> "Event":
         call("cuEventRecord", self._handle, _stream_handle(stream))
@@ -317,7 +333,7 @@ class DeviceArray:
         ensure_context()
         # A zero-size array owns no memory; its address is 0.
         self.ptr = int(call("cuMemAlloc", self.nbytes)) if self.nbytes else 0
-        self._finalizer = weakref.finalize(self, _destroy_quietly, "cuMemFree", self.ptr) if self.ptr else None
+        self._finalizer = _release_later(self, "cuMemFree", self.ptr) if self.ptr else None
 
     @property
     def ndim(self) -> int:
@@ -626,7 +642,7 @@ class Module:
         self._handle = handle
         self.jit_log = bytes(info_log).split(b"\0", 1)[0].decode(errors="replace")
         self._functions: dict[str, Function] = {}
-        self._finalizer = weakref.finalize(self, _destroy_quietly, "cuModuleUnload", handle)
+        self._finalizer = _release_later(self, "cuModuleUnload", handle)
 
     def function(self, name: str) -> Function:
         fn = self._functions.get(name)
