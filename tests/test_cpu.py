@@ -27,6 +27,7 @@ def test_stages_are_kept_on_the_kernel():
     assert "define" in llvm_ir and "tl_vector_add" in llvm_ir
     assert "tl_vector_add" in asm
     assert "vector_add" in mod.source("asm")
+    assert mod.vector_add.source("vm").splitlines()[1].startswith("kernel vector_add(")
     with pytest.raises(tl.TLError, match="stages"):
         mod.vector_add.source("ptx")
 

@@ -238,3 +238,44 @@ def test_compile_time_if_rebinds_and_skips_the_other_branch(rng, mode, op):
     np.testing.assert_array_equal(y, x - 1 if mode == 0 else x * 2)
     with pytest.raises(tl.TLError, match="undefined_name"):
         tl.compile(STATIC_IF, target="interp", MODE=2)
+
+
+LAUNCH_BOUNDS = """\
+@kernel(warps=W, min_blocks=B)
+def k[W: int = 2, B: int = 3](x: f32[64], y: f32[64]):
+    store(y, load(x, [0], [64]) * 3.0, [0])
+"""
+
+
+def test_launch_bounds_may_name_constants(rng):
+    """`warps` and `min_blocks` are evaluated after the compile-time
+    parameters are bound; the VM kernel records both and prints them."""
+    mod = tl.compile(LAUNCH_BOUNDS, target="interp", W=8, B=2)
+    assert (mod.k.vm.warps, mod.k.vm.min_blocks) == (8, 2)
+    assert "warps=8 min_blocks=2 grid=" in mod.source("vm")
+    x = rng.standard_normal(64).astype(np.float32)
+    y = np.full(64, np.nan, np.float32)
+    mod.k(x, y)
+    np.testing.assert_array_equal(y, x * np.float32(3))
+    assert "min_blocks" not in tl.compile(LAUNCH_BOUNDS.replace(", min_blocks=B", ""), target="interp").source("vm")
+
+
+@pytest.mark.parametrize("constants, column, words", [
+    ({"B": 33}, 29, "min_blocks must be between 0 and 32, got 33"),
+    ({"W": 0}, 15, "warps must be between 1 and 32, got 0"),
+    ({"W": 32, "B": 3}, 29, "exceed the 2048 threads an SM holds"),
+])
+def test_launch_bounds_out_of_range(constants, column, words):
+    with pytest.raises(tl.TLTypeError) as info:
+        tl.compile(LAUNCH_BOUNDS, target="interp", **constants)
+    assert (info.value.location.line, info.value.location.column) == (1, column), str(info.value)
+    assert words in info.value.message
+
+
+@pytest.mark.parametrize("decorator, words", [
+    ("@kernel(warps=4, blocks=2)", "takes only 'warps=' and 'min_blocks='"),
+    ("@kernel(warps=4, warps=2)", "'warps=' is given twice"),
+])
+def test_launch_bounds_bad_keywords(decorator, words):
+    with pytest.raises(tl.TLTypeError, match=words):
+        tl.compile(LAUNCH_BOUNDS.replace("@kernel(warps=W, min_blocks=B)", decorator), target="interp")

@@ -516,3 +516,23 @@ def test_ptxas_fallback_quotes_the_rejected_line():
         compile_ptx("\n".join(lines), 80, assembler="ptxas")
     assert "add.rn.f33" in info.value.ptx_line
     assert "tl-ptxas-" not in str(info.value)      # no temporary paths in the message
+
+
+def test_min_blocks_caps_the_registers():
+    """`@kernel(min_blocks=B)` prints `.minnctapersm B`, and ptxas then keeps
+    the registers per thread within 65536 / (B * threads) (here 64 for 8
+    blocks of 128 threads, which this 64x64 matmul tile exceeds unbounded)."""
+    import tvm_lite as tl
+    from conftest import EXAMPLES
+    src = open(f"{EXAMPLES}/matmul.tl").read()
+    src = src.replace("@kernel(warps=4)", "@kernel(warps=4, min_blocks=MINB)")
+    src = src.replace("BK: int = 32]", "BK: int = 32, MINB: int = 0]")
+    figures = {}
+    for bound in (0, 8):
+        kern = tl.compile(src, target="cuda:sm_80", BM=64, BN=64, MINB=bound).matmul
+        ptx = kern.source("ptx")
+        assert (".minnctapersm 8" in ptx) == (bound == 8)
+        assert (", min 8 blocks per SM" in kern.source("thread")) == (bound == 8)
+        assert ("warps=4 min_blocks=8 grid=" in kern.source("vm")) == (bound == 8)
+        figures[bound] = compile_ptx(ptx, 80).registers
+    assert figures[8] <= 64 < figures[0]

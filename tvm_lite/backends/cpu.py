@@ -22,7 +22,7 @@ from ..runtime.cache import CompileCache, cache_key, compiler_digest
 from ..runtime.cpu_launch import KERNEL_SIGNATURE, STATUS_MESSAGES, launch
 from .llvm import CodeLibrary, host
 
-STAGES = ("llvm", "asm", "llvm-unoptimized")
+STAGES = ("vm", "llvm", "asm", "llvm-unoptimized")
 
 
 def lower_to_llvm(kernel: vm.Kernel, symbol: str) -> str:
@@ -103,6 +103,9 @@ class CPUKernel:
     def source(self, stage: str) -> str:
         if stage not in STAGES:
             raise TLError(f"target 'cpu' has stages {', '.join(repr(s) for s in STAGES)}, not {stage!r}")
+        if stage == "vm":
+            from ..ir.printer import format_kernel
+            return format_kernel(self.kernel)
         if stage == "llvm-unoptimized":
             return lower_to_llvm(self.kernel, self.symbol)
         if self._library is None or not self._library.compiled:

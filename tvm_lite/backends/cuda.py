@@ -24,7 +24,7 @@ from ..errors import TLError, TLTargetError
 from ..ir import vm
 from ..runtime.target import Target
 
-STAGES = ("thread", "ptx", "resources", "sass")
+STAGES = ("vm", "thread", "ptx", "resources", "sass")
 
 
 class CUDAKernel:
@@ -51,6 +51,9 @@ class CUDAKernel:
     def source(self, stage: str) -> str:
         if stage == "ptx":
             return self.ptx
+        if stage == "vm":
+            from ..ir.printer import format_kernel
+            return format_kernel(self.kernel)
         if stage == "thread":
             from ..ir.thread import format_thread_kernel
             return format_thread_kernel(self.thread_kernel)

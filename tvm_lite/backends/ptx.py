@@ -5,7 +5,8 @@
 What the printer guarantees (checked by assembling with nvJitLink for sm_80,
 sm_89 and sm_90 in tests/test_ptx.py):
 * `.version 8.0` (sm_90/sm_89 need >= 7.8; a CUDA 12.x/13.0 driver JIT takes
-  it), `.target sm_XX`, `.address_size 64`, `.maxntid threads, 1, 1`.
+  it), `.target sm_XX`, `.address_size 64`, `.maxntid threads, 1, 1`, and
+  `.minnctapersm N` for a kernel declared with `min_blocks=N`.
 * Virtual registers are declared with their type. Integer and bit registers
   are declared as `.b{N}` (every integer instruction type accepts them, and
   so do `mma`'s operands and the packed float instructions); `f32`, `f64`,
@@ -935,6 +936,10 @@ class _Printer:
         head.append(",\n".join(params))
         head.append(")")
         head.append(f".maxntid {int(k.threads)}, 1, 1")
+        if k.min_blocks:
+            # With .maxntid, ptxas caps the registers per thread so that this
+            # many blocks fit in the SM's register file.
+            head.append(f".minnctapersm {int(k.min_blocks)}")
         head.append("{")
         for decl, names in decls.items():
             for i in range(0, len(names), 8):

@@ -38,6 +38,9 @@ from .builder_values import BLOCK, describe, is_const, is_lossless, is_scalar
 from .diagnostics import location
 
 _CONST_TYPES = {"int": int, "bool": bool, "dtype": DataType}
+# Resident threads per SM on sm_80 through sm_90 (sm_86/89 hold 1536: there
+# the assembler lowers a min_blocks it cannot meet, with a warning).
+_MAX_THREADS_PER_SM = 2048
 
 _ELEMENT_OPS = {
     "+": vm.ElementOp.ADD, "-": vm.ElementOp.SUB, "*": vm.ElementOp.MUL, "/": vm.ElementOp.DIV,
@@ -158,19 +161,40 @@ class KernelBuilder:
         k = self.ast
         if k.decorator != "kernel":
             raise self.error(k, f"unknown decorator '@{k.decorator}'; kernels are declared with @kernel(warps=N)")
-        warps = 4
-        for kw in k.decorator_args:
-            if kw.name != "warps":
-                raise self.error(kw, f"@kernel takes only 'warps=', not '{kw.name}='")
-            warps = self.const_int(self.expr(kw.value), kw.value, "warps")
-            if not 1 <= warps <= 32:
-                raise self.error(kw.value, f"warps must be between 1 and 32, got {warps}")
+        # After the constants: `@kernel(warps=W, min_blocks=MINB)` may name them.
         used = self._bind_constants()
+        warps, min_blocks = self._launch_bounds(k.decorator_args)
         params = self._bind_params()
         _count_assignments(k.body, self.assign_counts)
         self.block(k.body)
         grid = self.grid if self.grid is not None else (vm.const(1),)
-        return vm.Kernel(k.name, params, warps, grid, tuple(self.bodies[0]), used)
+        return vm.Kernel(k.name, params, warps, grid, tuple(self.bodies[0]), used, min_blocks)
+
+    def _launch_bounds(self, keywords) -> tuple[int, int]:
+        """(warps, min_blocks) from the decorator's keywords: `warps` (1-32,
+        default 4) sets the block size; `min_blocks` (0 = no bound, else
+        1-32) asks the assembler to fit that many blocks per SM, capping the
+        registers per thread (PTX `.minnctapersm`)."""
+        values = {"warps": 4, "min_blocks": 0}
+        bounds = {"warps": (1, 32), "min_blocks": (0, 32)}
+        seen = set()
+        for kw in keywords:
+            if kw.name not in values:
+                raise self.error(kw, f"@kernel takes only 'warps=' and 'min_blocks=', not '{kw.name}='")
+            if kw.name in seen:
+                raise self.error(kw, f"@kernel: '{kw.name}=' is given twice")
+            seen.add(kw.name)
+            v = self.const_int(self.expr(kw.value), kw.value, kw.name)
+            lo, hi = bounds[kw.name]
+            if not lo <= v <= hi:
+                raise self.error(kw.value, f"{kw.name} must be between {lo} and {hi}, got {v}")
+            values[kw.name] = v
+        warps, min_blocks = values["warps"], values["min_blocks"]
+        if min_blocks * warps * 32 > _MAX_THREADS_PER_SM:
+            node = next(kw for kw in keywords if kw.name == "min_blocks").value
+            raise self.error(node, f"min_blocks={min_blocks} blocks of {warps * 32} threads exceed the "
+                                   f"{_MAX_THREADS_PER_SM} threads an SM holds")
+        return warps, min_blocks
 
     def _bind_constants(self) -> tuple[tuple[str, Any], ...]:
         used = []

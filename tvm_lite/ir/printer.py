@@ -173,7 +173,8 @@ def format_kernel(k: vm.Kernel) -> str:
         lines.append(f"# constants: {consts}")
     grid = ", ".join(format_expr(g) for g in k.grid)
     lines.append(f"kernel {k.name}({', '.join(_param(p) for p in k.params)})")
-    lines.append(f"    warps={k.warps} grid=({grid}):")
+    bound = f" min_blocks={k.min_blocks}" if k.min_blocks else ""
+    lines.append(f"    warps={k.warps}{bound} grid=({grid}):")
     _body(k.body, 1, lines)
     return "\n".join(lines)
 

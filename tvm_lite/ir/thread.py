@@ -530,13 +530,15 @@ class Return(Stmt):
 class ThreadKernel:
     """One CUDA kernel: `params` are registers named like the PTX parameters;
     `threads` per block; `shared_bytes` of dynamic shared memory; `meta` is a
-    free-form tuple of (key, value) pairs (or a frozen mapping)."""
+    free-form tuple of (key, value) pairs (or a frozen mapping); `min_blocks`
+    (0: none) blocks per SM that must fit (vm.Kernel.min_blocks)."""
     name: str
     params: tuple[Reg, ...]
     threads: int
     shared_bytes: int
     body: tuple[Stmt, ...]
     meta: tuple = ()
+    min_blocks: int = 0
 
     def meta_get(self, key, default=None):
         items = self.meta.items() if hasattr(self.meta, "items") else self.meta

@@ -164,7 +164,8 @@ def format_thread_kernel(kernel: T.ThreadKernel) -> str:
     declarations grouped by type, then the body."""
     params = ", ".join(f".param .{p.type} {p.name}" for p in kernel.params)
     lines = [f".entry {kernel.name}({params})",
-             f"    // threads {kernel.threads}, shared {kernel.shared_bytes} bytes", "{"]
+             f"    // threads {kernel.threads}, shared {kernel.shared_bytes} bytes"
+             + (f", min {kernel.min_blocks} blocks per SM" if kernel.min_blocks else ""), "{"]
     by_type: dict[str, list[str]] = {}
     pset = set(kernel.params)
     for r in T.all_regs(kernel):

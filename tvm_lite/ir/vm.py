@@ -561,6 +561,8 @@ class Kernel:
 
     `constants` records the compile-time parameters it was specialized with
     (name -> int | bool | DataType), for printing and cache keys.
+    `min_blocks` (0: none) is the number of blocks per SM the GPU assembler
+    must make room for, which bounds the registers per thread.
     """
     name: str
     params: tuple[Param, ...]
@@ -568,6 +570,7 @@ class Kernel:
     grid: tuple[Expr, ...]
     body: tuple[Stmt, ...]
     constants: tuple[tuple[str, object], ...] = ()
+    min_blocks: int = 0
 
     @property
     def num_threads(self) -> int:

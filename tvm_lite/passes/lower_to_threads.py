@@ -390,7 +390,8 @@ class Lowerer:
         meta = (("params", tuple((p.name, r.type.name) for p, r in zip(self.kernel.params, params))),
                 ("vm_kernel", self.kernel.name),
                 ("scratch_offset", self.shared_top))
-        return T.ThreadKernel(self.kernel.name, tuple(params), self.threads, shared, body, meta)
+        return T.ThreadKernel(self.kernel.name, tuple(params), self.threads, shared, body, meta,
+                              self.kernel.min_blocks)
 
     def block(self, body) -> None:
         for s in body:
