@@ -113,7 +113,8 @@ OP_CASES = (
 def test_op_kernel_assembles_without_spills(kernel, constants, sm):
     (ptx, cubin), = _assemble(str(kernel_source(kernel)), sm, constants).values()
     assert f".target sm_{sm}" in ptx
-    assert 0 < cubin.registers <= 255, cubin.log
+    # MINB blocks of 128 threads must fit the SM's 64K registers (then with no spills either)
+    assert 0 < cubin.registers <= min(255, 65536 // (128 * dict(constants).get("MINB", 1))), cubin.log
     assert (cubin.spill_stores, cubin.spill_loads) == (0, 0), cubin.log
 
 
@@ -123,11 +124,13 @@ def test_flagship_quant_matmul_has_no_spills(m, sm):
     """The kernels tl.ops.quant_matmul(a, qt, target="cuda") runs for u4,
     group 128, f16 activations and scales: mma.sync, and no spills."""
     name, gpu = gpu_config(m, "f16")
-    assert gpu.get("PREFETCH", 0) == (1 if m <= GEMV_MAX_M else 0)     # weight tiles loaded ahead
+    # weight tiles loaded ahead; 4 blocks per SM (128 registers)
+    assert (gpu.get("PREFETCH", 0), gpu.get("MINB", 1)) == ((1, 4) if m <= GEMV_MAX_M else (0, 1))
     constants = tuple(sorted(dict(WT="u4", AT="f16", ST="f16", G=128, ZERO=0, **gpu).items()))
     (ptx, cubin), = _assemble(str(kernel_source(name)), sm, constants).values()
     assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in ptx
-    assert cubin.registers > 0
+    assert (".minnctapersm 4" in ptx) == (m <= GEMV_MAX_M)
+    assert 0 < cubin.registers <= (128 if m <= GEMV_MAX_M else 255)
     assert (cubin.spill_stores, cubin.spill_loads) == (0, 0), cubin.log
 
 
