@@ -183,13 +183,15 @@ GPU_M16 = dict(BM=16, BN=128, BK=64, DT="f16", PREFETCH=1)
 
 @pytest.mark.parametrize("wt", ["u1", "u2", "u3", "u4", "i4", "u8", "f4e2m1", "f6e3m2"])
 @pytest.mark.parametrize("zero", [False, True], ids=["nozero", "zero"])
-@pytest.mark.parametrize("m, g, k, target", [(1, 64, 200, "cuda-emu:sm_80"), (16, 32, 232, "cuda-emu:sm_90")],
-                         ids=["m1", "m16"])
+@pytest.mark.parametrize("m, g, k, target", [(1, 128, 200, "cuda-emu:sm_80"), (16, 32, 232, "cuda-emu:sm_90"),
+                                             (5, 256, 520, "cuda-emu:sm_90")], ids=["m1", "m16", "m5"])
 def test_prefetch_on_the_emulator(rng, wt, zero, m, g, k, target):
-    """K is not a multiple of the k tile (200 = 3 x 64 + 8; 232 = 7 x 32 + 8,
-    KB = min(G, BK)), so the loop's last loads ahead fall past k, some of them
-    wholly: they must read harmless zeros that are never used. u8 and zero
-    points take the kernel without prefetch, which must be unchanged."""
+    """K is not a multiple of the k tile (200 = 3 x 64 + 8; 232 = 7 x 32 + 8;
+    520 = 8 x 64 + 8; KB = min(G, BK)), so the last loads ahead fall past k,
+    some of them wholly: they must read harmless zeros that are never used.
+    G = 128 and 256 take the two-register-set loop for <= 3 bits, G = 32 the
+    one-ahead loop for every sub-byte type; u8 and zero points take the
+    kernel without prefetch, which must be unchanged."""
     c, ref = run(target, rng, wt, g, m, k, 72, zero=zero, at="f16", **GPU_M16)
     check(c, ref, "f16")
 
@@ -216,19 +218,22 @@ def _weight_load_rows(constants) -> tuple[list, list]:
     return [eval_expr(s.offsets[0], first) for s in outer], [eval_expr(s.offsets[0], first) for s in inner]
 
 
-@pytest.mark.parametrize("wt, zero, g, ahead", [
-    ("u1", 0, 128, 2), ("u2", 0, 128, 2), ("u3", 0, 128, 2),      # small tiles: 2 ahead
-    ("u4", 0, 128, 1), ("i4", 0, 128, 1), ("u7", 0, 32, 1), ("f6e3m2", 0, 128, 1), ("f4e2m1", 0, 64, 1),
-    ("u8", 0, 128, 0), ("f8e4m3", 0, 128, 0),                     # byte types: no prefetch
-    ("u4", 1, 128, 0),                                            # zero points: no prefetch
-    ("u4", 0, 96, 0),                                             # G % KB != 0: no prefetch
+@pytest.mark.parametrize("wt, zero, g, before, inside", [
+    # <= 3 bits: two tiles before the loop, two per step, 2 tiles ahead
+    ("u1", 0, 128, [0, 1], [2, 3]), ("u2", 0, 256, [0, 1], [2, 3]), ("u3", 0, 128, [0, 1], [2, 3]),
+    ("u2", 0, 64, [0], [1]),                 # one k tile per group: 1 ahead
+    ("u4", 0, 128, [0], [1]), ("i4", 0, 128, [0], [1]), ("u7", 0, 32, [0], [1]),     # 1 ahead
+    ("f6e3m2", 0, 128, [0], [1]), ("f4e2m1", 0, 64, [0], [1]),
+    ("u8", 0, 128, [], [0]), ("f8e4m3", 0, 128, [], [0]),       # byte types: no prefetch
+    ("u4", 1, 128, [], [0]), ("u2", 1, 128, [], [0]),           # zero points: no prefetch
+    ("u4", 0, 96, [], [0]),                                     # G % KB != 0: no prefetch
 ])
-def test_prefetch_depth(wt, zero, g, ahead):
-    """With PREFETCH=1 the first `ahead` weight tiles are loaded before the
-    loops and the loop loads the tile `ahead` k tiles past the current one;
-    where prefetch does not apply, and with PREFETCH=0, the loop loads the
-    current tile."""
+def test_prefetch_depth(wt, zero, g, before, inside):
+    """With PREFETCH=1 the weight tiles `before` (in k tiles) are loaded
+    before the loops and those `inside` in the loop's first step; where
+    prefetch does not apply, and with PREFETCH=0, the loop loads the current
+    tile."""
     constants = dict(WT=wt, ZERO=zero, G=g, **GPU_M16)
     kb = min(g, GPU_M16["BK"])
-    assert _weight_load_rows(constants) == ([i * kb for i in range(ahead)], [ahead * kb])
+    assert _weight_load_rows(constants) == ([t * kb for t in before], [t * kb for t in inside])
     assert _weight_load_rows({**constants, "PREFETCH": 0}) == ([], [0])
