@@ -53,22 +53,18 @@ def _store(lw) -> dict:
 
 
 def defined_once(lw, tile: vm.RegisterTensor) -> bool:
-    """Whether exactly one VM instruction writes `tile`: records of how a
-    producer left a tile (words, pairs, fragments) hold only then, since an
-    Assign (loop-carried values) overwrites the tile's registers in place."""
-    counts = lw.__dict__.get("_g2_out_counts")
-    if counts is None:
-        from collections import Counter
-        from .lower_to_threads import _walk
-        counts = Counter(id(getattr(st, "out", None)) for st in _walk(lw.kernel.body)
-                         if isinstance(getattr(st, "out", None), vm.RegisterTensor))
-        lw.__dict__["_g2_out_counts"] = counts
-    return counts[id(tile)] == 1
+    """Whether exactly one VM instruction writes `tile`. An Assign (loop-
+    carried values) overwrites the tile's registers in place, so what its
+    producer knew holds only for a tile defined once: mma fragments
+    (lower_dot) and magnitude bounds. Words and pairs are kept up to date
+    through Assigns (`_records_hold`)."""
+    return len(_writers(lw).get(id(tile), ())) == 1
 
 
 def _writers(lw) -> dict:
     """id(tile) -> the VM statements that write it, in program order (the
-    first one defines it; the builder makes every later one an Assign)."""
+    first one defines it; the builder makes every later one an Assign).
+    Lives on the Lowerer instance, like the records."""
     writers = lw.__dict__.get("_g2_writers")
     if writers is None:
         from .lower_to_threads import _walk
