@@ -260,3 +260,156 @@ def test_identity_cast_is_free_and_keeps_pairs(rng):
     stmts = list(_statements(lower_for_gpu(k, "cuda-emu:sm_90").body))
     assert not [s for s in stmts if isinstance(s, T.Cvt) and s.dst.type == T.f16]   # no rounding to f16
     assert not _overflow_redos(stmts)
+
+
+# ------------------------------------------------------------ loop-carried records
+CARRIED = """\
+@kernel(warps=4)
+def carried[WT: dtype = u3](m: i32, n: i32, w: WT[m, n], o: f16[m, n]):
+    grid(cdiv(n, 128))
+    t = load(w, [0, block.x * 128], [64, 128])
+    for i in range(cdiv(m, 64)):
+        ahead = load(w, [(i + 1) * 64, block.x * 128], [64, 128])
+        store(o, cast(t, f16), [i * 64, block.x * 128])
+        t = ahead
+"""
+
+
+@pytest.mark.parametrize("wt", ["u1", "u3", "u4", "i4", "f4e2m1", "f6e3m2"])
+def test_loop_carried_tile_casts_from_its_words(rng, wt, monkeypatch):
+    """A tile loaded before a loop and re-assigned in it (a register
+    prefetch: the next tile's load is issued before this one is used) keeps
+    the packed words of its first load: the Assign moves the new load's words
+    into them, and the cast dequantizes them directly, with no unpack and
+    repack of element registers. Bit-exact against the interpreter over
+    several iterations, the last load ahead past the end (zeros, unused), on
+    the vector and the byte (ragged rows) paths."""
+    from tvm_lite.passes import lower_cast
+    seen, repacked = [], []
+    real_dequant, real_repack = lower_cast.dequant_packed, lower_cast._repack
+
+    def spy_dequant(namer, words, *args, **kwargs):
+        seen.extend(words)
+        return real_dequant(namer, words, *args, **kwargs)
+
+    def spy_repack(*args):
+        repacked.append(args)
+        return real_repack(*args)
+    monkeypatch.setattr(lower_cast, "dequant_packed", spy_dequant)
+    monkeypatch.setattr(lower_cast, "_repack", spy_repack)
+    k = next(iter(tl.compile(CARRIED, target="interp", WT=wt))).vm
+    stmts = list(_statements(lower_for_gpu(k, "cuda-emu:sm_80").body))
+    assert seen and not repacked
+    words = {r for s in stmts if isinstance(s, T.Load) and s.space is T.Space.GLOBAL
+             for r in s.dsts if r.name.startswith("pw")}
+    assert set(seen) <= words           # the load's own words
+    # the Assign: one mov per word, from the words of the load ahead
+    moved = [s for s in stmts if isinstance(s, T.Mov) and s.dst in set(seen) and s.src in words - set(seen)]
+    assert sorted(s.dst.name for s in moved) == sorted(r.name for r in set(seen))
+    for m, n in ((200, 256), (130, 136)):       # vector path; byte path (ragged rows)
+        packed = _patterns(rng, wt, (m, n))
+        want = _run_carried("interp", wt, m, n, packed)
+        got = _run_carried("cuda-emu:sm_90", wt, m, n, packed)
+        same = (_bits(got) == _bits(want)) | (np.isnan(got.astype(np.float32)) & np.isnan(want.astype(np.float32)))
+        assert same.all(), (m, n, np.argwhere(~same)[:4])
+
+
+def _run_carried(target, wt, m, n, packed):
+    o = np.full((m, n), np.nan, np.float16)
+    tl.compile(CARRIED, target=target, WT=wt).carried(m, n, packed, o)
+    return o
+
+
+def test_carried_tile_from_a_computed_value_rebuilds_its_words(rng):
+    """An Assign whose source has no words of its own (a computed tile)
+    repacks the source's fields into the target's words: the cast after it
+    still sees the new value."""
+    src = """
+@kernel(warps=4)
+def cw(m: i32, n: i32, w: u4[m, n], o: f16[m, n]):
+    t = load(w, [0, 0], [64, 128])
+    for i in range(2):
+        store(o, cast(t, f16), [i * 64, 0])
+        t = t ^ load(w, [(i + 1) * 64, 0], [64, 128])
+"""
+    m, n = 192, 128
+    vals = rng.integers(0, 16, (m, n))
+    outs = []
+    for target in ("interp", "cuda-emu:sm_80"):
+        o = np.full((m, n), np.nan, np.float16)
+        next(iter(tl.compile(src, target=target)))(m, n, tl.pack(vals, "u4"), o)
+        outs.append(o)
+    np.testing.assert_array_equal(outs[1][:128], outs[0][:128])
+    np.testing.assert_array_equal(outs[0][64:128], (vals[:64] ^ vals[64:128]).astype(np.float16))
+
+
+def test_identity_cast_keeps_its_value_when_the_source_is_reassigned(rng):
+    """y = cast(t, f16) of an f16 tile copies t's pairs: the Assign to t
+    after it updates t's pairs in place, and y * y (on pairs) must still
+    see the old t."""
+    src = """
+@kernel(warps=4)
+def idc(x: f16[192, 128], o: f16[128, 128]):
+    t = load(x, [0, 0], [64, 128])
+    for i in range(2):
+        y = cast(t, f16)
+        t = load(x, [(i + 1) * 64, 0], [64, 128])
+        store(o, y * y, [i * 64, 0])
+"""
+    x = rng.standard_normal((192, 128)).astype(np.float16)
+    outs = []
+    for target in ("interp", "cuda-emu:sm_90"):
+        o = np.full((128, 128), np.nan, np.float16)
+        tl.compile(src, target=target).idc(x, o)
+        outs.append(o)
+    np.testing.assert_array_equal(_bits(outs[1]), _bits(outs[0]))
+    np.testing.assert_array_equal(outs[0], x[:128] * x[:128])
+
+
+def test_loop_carried_pairs_have_no_magnitude_bound(rng):
+    """The bound a dequant records with its pairs (|cast(u4)| <= 15) holds
+    for that value only: once the tile is re-assigned (here to arbitrary f16
+    values) t * 4000 may overflow, and must saturate to 65504 as the
+    interpreter does, not give inf."""
+    src = """
+@kernel(warps=4)
+def bnd(w: u4[64, 128], x: f16[64, 128], o: f16[128, 128]):
+    t = cast(load(w, [0, 0], [64, 128]), f16)
+    for i in range(2):
+        store(o, t * 4000.0, [i * 64, 0])
+        t = load(x, [0, 0], [64, 128])
+"""
+    q = rng.integers(0, 16, (64, 128))
+    x = (rng.standard_normal((64, 128)) * 100).astype(np.float16)
+    outs = []
+    for target in ("interp", "cuda-emu:sm_80"):
+        o = np.full((128, 128), np.nan, np.float16)
+        tl.compile(src, target=target).bnd(tl.pack(q, "u4"), x, o)
+        outs.append(o)
+    want, got = outs
+    assert np.nanmax(np.abs(want[64:].astype(np.float64))) == 65504.0
+    np.testing.assert_array_equal(_bits(got), _bits(want))
+
+
+def test_carried_pairs_from_a_tile_without_pairs_are_rebuilt(rng):
+    """An f16 tile with pairs (from its load) re-assigned from a tile that
+    has none (an f32 -> f16 cast, element by element): the Assign packs the
+    new elements into the target's pairs, which t * t then reads."""
+    src = """
+@kernel(warps=4)
+def cp(x: f16[64, 128], y: f32[64, 128], o: f16[128, 128]):
+    t = load(x, [0, 0], [64, 128])
+    for i in range(2):
+        store(o, t * t, [i * 64, 0])
+        t = cast(load(y, [0, 0], [64, 128]), f16)
+"""
+    x = rng.standard_normal((64, 128)).astype(np.float16)
+    y = rng.standard_normal((64, 128)).astype(np.float32)
+    outs = []
+    for target in ("interp", "cuda-emu:sm_90"):
+        o = np.full((128, 128), np.nan, np.float16)
+        tl.compile(src, target=target).cp(x, y, o)
+        outs.append(o)
+    np.testing.assert_array_equal(_bits(outs[1]), _bits(outs[0]))
+    y16 = y.astype(np.float16)
+    np.testing.assert_array_equal(outs[0][64:], y16 * y16)

@@ -173,3 +173,67 @@ def test_asm_uses_table_lookups():
     mod = tl.compile(KERNEL, target="cpu", WT="u4", G=128)
     asm = mod.source("asm")
     assert "vperm" in asm and "vfmadd" in asm and "zmm" in asm
+
+
+# ------------------------------------------------------------ PREFETCH=1 (GPU, M <= 16)
+# The tiles ops/matmul.py's GPU_MMA_TILES uses for M <= 16 (f16 activations,
+# mma), with the weight tile loaded ahead of its use.
+GPU_M16 = dict(BM=16, BN=128, BK=64, DT="f16", PREFETCH=1)
+
+
+@pytest.mark.parametrize("wt", ["u1", "u2", "u3", "u4", "i4", "u8", "f4e2m1", "f6e3m2"])
+@pytest.mark.parametrize("zero", [False, True], ids=["nozero", "zero"])
+@pytest.mark.parametrize("m, g, k, target", [(1, 128, 200, "cuda-emu:sm_80"), (16, 32, 232, "cuda-emu:sm_90"),
+                                             (5, 256, 520, "cuda-emu:sm_90")], ids=["m1", "m16", "m5"])
+def test_prefetch_on_the_emulator(rng, wt, zero, m, g, k, target):
+    """K is not a multiple of the k tile (200 = 3 x 64 + 8; 232 = 7 x 32 + 8;
+    520 = 8 x 64 + 8; KB = min(G, BK)), so the last loads ahead fall past k,
+    some of them wholly: they must read harmless zeros that are never used.
+    G = 128 and 256 take the two-register-set loop for <= 3 bits, G = 32 the
+    one-ahead loop for every sub-byte type; u8 and zero points take the
+    kernel without prefetch, which must be unchanged."""
+    c, ref = run(target, rng, wt, g, m, k, 72, zero=zero, at="f16", **GPU_M16)
+    check(c, ref, "f16")
+
+
+@pytest.mark.parametrize("target", ["interp", "cpu"])
+@pytest.mark.parametrize("wt", ["u2", "u4"])
+def test_prefetch_is_the_same_kernel_on_every_target(rng, wt, target):
+    """PREFETCH changes when a tile is loaded, not what is computed."""
+    c, ref = run(target, rng, wt, 64, 3, 200, 136, BK=64, PREFETCH=1)
+    check(c, ref)
+
+
+def _weight_load_rows(constants) -> tuple[list, list]:
+    """The first rows of the weight tiles the kernel loads before its k
+    loops, and those it loads inside them in the first iteration."""
+    from collections import defaultdict
+
+    from tvm_lite.passes.lower_to_threads import _walk
+    from tvm_lite.runtime.args import eval_expr
+    kern = next(iter(tl.compile(KERNEL, target="interp", AT="f16", **constants))).vm
+    outer = [s for s in kern.body if isinstance(s, vm.Load) and s.src.name == "b"]
+    inner = [s for s in _walk(kern.body) if isinstance(s, vm.Load) and s.src.name == "b" and s not in outer]
+    first = defaultdict(int)        # every loop variable (and block index) at 0
+    return [eval_expr(s.offsets[0], first) for s in outer], [eval_expr(s.offsets[0], first) for s in inner]
+
+
+@pytest.mark.parametrize("wt, zero, g, before, inside", [
+    # <= 3 bits: two tiles before the loop, two per step, 2 tiles ahead
+    ("u1", 0, 128, [0, 1], [2, 3]), ("u2", 0, 256, [0, 1], [2, 3]), ("u3", 0, 128, [0, 1], [2, 3]),
+    ("u2", 0, 64, [0], [1]),                 # one k tile per group: 1 ahead
+    ("u4", 0, 128, [0], [1]), ("i4", 0, 128, [0], [1]), ("u7", 0, 32, [0], [1]),     # 1 ahead
+    ("f6e3m2", 0, 128, [0], [1]), ("f4e2m1", 0, 64, [0], [1]),
+    ("u8", 0, 128, [], [0]), ("f8e4m3", 0, 128, [], [0]),       # byte types: no prefetch
+    ("u4", 1, 128, [], [0]), ("u2", 1, 128, [], [0]),           # zero points: no prefetch
+    ("u4", 0, 96, [], [0]),                                     # G % KB != 0: no prefetch
+])
+def test_prefetch_depth(wt, zero, g, before, inside):
+    """With PREFETCH=1 the weight tiles `before` (in k tiles) are loaded
+    before the loops and those `inside` in the loop's first step; where
+    prefetch does not apply, and with PREFETCH=0, the loop loads the current
+    tile."""
+    constants = dict(WT=wt, ZERO=zero, G=g, **GPU_M16)
+    kb = min(g, GPU_M16["BK"])
+    assert _weight_load_rows(constants) == ([t * kb for t in before], [t * kb for t in inside])
+    assert _weight_load_rows({**constants, "PREFETCH": 0}) == ([], [0])

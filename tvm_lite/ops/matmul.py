@@ -69,7 +69,12 @@ GPU_TILES = {
 
 
 # f16/bf16 activations on the GPU: quant_gemv.tl with DT = AT (mma), by M.
-GPU_MMA_TILES = ((GEMV_MAX_M, {"BM": 16, "BN": 128, "BK": 64}),
+# For M <= 16 the kernel streams weights: PREFETCH=1 loads the packed weight
+# tile of a later k step before decoding the current one (quant_gemv.tl), to
+# keep enough bytes in flight per SM to cover HBM latency; MINB=4 makes ptxas
+# fit 4 blocks of 128 threads per SM (at most 128 registers a thread), so
+# N = 57344 (448 column blocks) runs in one wave on 132 SMs.
+GPU_MMA_TILES = ((GEMV_MAX_M, {"BM": 16, "BN": 128, "BK": 64, "PREFETCH": 1, "MINB": 4}),
                  (None, {"BM": 64, "BN": 64, "BK": 32}))
 
 

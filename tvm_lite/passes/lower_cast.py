@@ -5,6 +5,7 @@ element-wise f16/bf16 arithmetic on packed pairs.
     lower_elementwise_half2(lw, s: vm.Elementwise) -> bool
     record_words(lw, tile, layout, run, groups)       (by the global load)
     record_half2(lw, tile, layout, pairs) / half2_of(lw, tile, layout)
+    assign_records(lw, s: vm.Assign)                  (by lower_Assign)
     packed_run(layout, nbits), defined_once(lw, tile)
 
 A cast from any 1..8-bit integer or float type to f16/bf16 uses
@@ -18,9 +19,13 @@ consecutive elements along the last (contiguous) dimension
 come either from the global load that produced the tile (`record_words`:
 the raw bit stream the load read, so nothing is unpacked and repacked) or,
 for integer tiles, are repacked from the element registers with shifts and
-ors. Records (words, pairs) are used only for tiles written by exactly one
-VM instruction (`defined_once`). Guarantees: the result equals
-`lower_values.convert` bit for bit (the
+ors. Records (words, pairs) of a tile are made by its first definition and
+are used where they describe its value (`_records_hold`): the tile has no
+other writer, or every other writer is an Assign (a loop-carried tile, e.g.
+a weight tile prefetched one iteration ahead), which `assign_records` makes
+update the records in place too. Magnitude bounds kept with the pairs are
+used only for tiles with one writer (a loop-carried value's bound is not
+known). Guarantees: the result equals `lower_values.convert` bit for bit (the
 dequant library rounds like cvt.rn). Any other cast returns False and the
 generic element-wise lowering runs.
 
@@ -35,6 +40,7 @@ import numpy as np
 from ..ir import layout as L
 from ..ir import thread as T
 from ..ir import vm
+from . import lower_values as V
 from .select_dequant import dequant_packed, folds_offset, supports
 
 U32 = T.u32
@@ -47,17 +53,74 @@ def _store(lw) -> dict:
 
 
 def defined_once(lw, tile: vm.RegisterTensor) -> bool:
-    """Whether exactly one VM instruction writes `tile`: records of how a
-    producer left a tile (words, pairs, fragments) hold only then, since an
-    Assign (loop-carried values) overwrites the tile's registers in place."""
-    counts = lw.__dict__.get("_g2_out_counts")
-    if counts is None:
-        from collections import Counter
+    """Whether exactly one VM instruction writes `tile`. An Assign (loop-
+    carried values) overwrites the tile's registers in place, so what its
+    producer knew holds only for a tile defined once: mma fragments
+    (lower_dot) and magnitude bounds. Words and pairs are kept up to date
+    through Assigns (`_records_hold`)."""
+    return len(_writers(lw).get(id(tile), ())) == 1
+
+
+def _writers(lw) -> dict:
+    """id(tile) -> the VM statements that write it, in program order (the
+    first one defines it; the builder makes every later one an Assign).
+    Lives on the Lowerer instance, like the records."""
+    writers = lw.__dict__.get("_g2_writers")
+    if writers is None:
         from .lower_to_threads import _walk
-        counts = Counter(id(getattr(st, "out", None)) for st in _walk(lw.kernel.body)
-                         if isinstance(getattr(st, "out", None), vm.RegisterTensor))
-        lw.__dict__["_g2_out_counts"] = counts
-    return counts[id(tile)] == 1
+        writers = {}
+        for st in _walk(lw.kernel.body):
+            out = getattr(st, "out", None)
+            if isinstance(out, vm.RegisterTensor):
+                writers.setdefault(id(out), []).append(st)
+        lw.__dict__["_g2_writers"] = writers
+    return writers
+
+
+def _records_hold(lw, tile: vm.RegisterTensor) -> bool:
+    """Whether the records the first definition of `tile` left (words,
+    pairs) hold its value wherever it is read: every later writer is an
+    Assign, and `assign_records` keeps the records of an Assign's target up
+    to date (a decision made from the program text, since a read in a loop
+    body is lowered before the Assign that feeds the next iteration)."""
+    return all(isinstance(st, vm.Assign) for st in _writers(lw).get(id(tile), [])[1:])
+
+
+def assign_records(lw, s: vm.Assign) -> None:
+    """`s.out <- s.x`: the target's records (from its first definition) take
+    the source's value in their own registers, so that they stay valid across
+    iterations. From the source's records of the same layout (and run) this
+    is one mov per word or pair; otherwise they are rebuilt from the source's
+    element registers (integer fields repacked, float fields re-encoded;
+    f16/bf16 elements packed in pairs, exactly). Called before the element
+    registers are moved."""
+    if s.x is s.out:
+        return
+    em = lw.em
+    words = _store(lw).get(s.out)
+    if words is not None:
+        lay, run, groups = words
+        src = _store(lw).get(s.x)
+        if src is not None and src[0] == lay and src[1] == run and _records_hold(lw, s.x):
+            new = src[2]
+        else:
+            new = _repack(lw, lw.convert_layout(s.x, lay), s.x.dtype, run)
+        for dst_words, src_words in zip(groups, new):
+            for d, w in zip(dst_words, src_words):
+                if d is not w:
+                    em.emit(T.Mov(d, w))
+    pairs = _half2_store(lw).get(s.out)
+    if pairs is not None:
+        lay, regs, _ = pairs
+        new = half2_of(lw, s.x, lay)
+        if new is None:
+            elems = lw.convert_layout(s.x, lay)
+            for j, d in enumerate(regs):
+                em.emit(T.CvtPack(d, elems[2 * j + 1], elems[2 * j]))
+            return
+        for d, p in zip(regs, new):
+            if d is not p:
+                em.emit(T.Mov(d, p))
 
 
 def record_words(lw, tile: vm.RegisterTensor, layout, run: int, groups) -> None:
@@ -101,7 +164,7 @@ def lower_cast(lw, s: vm.Cast) -> bool:
     run = packed_run(lay, src.nbits)
     if not run:
         return False
-    rec = _store(lw).get(s.x) if defined_once(lw, s.x) else None
+    rec = _store(lw).get(s.x) if _records_hold(lw, s.x) else None
     if rec is not None and rec[0] == lay and rec[1] == run:
         groups = rec[2]
     elif src.is_integer:
@@ -198,7 +261,9 @@ def _cast_bound(src, dst, offset: int = 0) -> float | None:
 def _lower_identity_cast(lw, s: vm.Cast) -> bool:
     """cast(x, x.dtype) is x (every value is already rounded to its dtype):
     copies of the registers, and of x's f16x2 shadow, so a consumer of the
-    cast (an mma operand) still finds the pairs."""
+    cast (an mma operand) still finds the pairs. Copies, not x's registers:
+    an Assign to x later updates x's pairs in place, and must not change
+    the cast's value."""
     lay = lw.layout(s.out)
     em = lw.em
     regs = lw.convert_layout(s.x, lay)
@@ -206,12 +271,14 @@ def _lower_identity_cast(lw, s: vm.Cast) -> bool:
     if s.out.dtype.name in _HALF2:
         pairs = half2_of(lw, s.x, lay)
         if pairs is not None:
-            record_half2(lw, s.out, lay, pairs, bound=_half2_store(lw)[s.x][2])
+            bound = _half2_store(lw)[s.x][2] if defined_once(lw, s.x) else None
+            record_half2(lw, s.out, lay, [em.mov(p, p.type, "h2") for p in pairs], bound=bound)
     return True
 
 
 def _repack(lw, regs, src, run: int) -> list:
-    """Words of consecutive fields from element registers (integer compute form)."""
+    """Words of consecutive fields from element registers (compute form:
+    integers as they are, floats re-encoded to their bit patterns)."""
     em = lw.em
     n = src.nbits
     groups = []
@@ -219,8 +286,11 @@ def _repack(lw, regs, src, run: int) -> list:
         words = [None] * (run * n // 32)
         for k in range(run):
             r = regs[first + k]
-            b = r if r.type == U32 else em.mov(r, U32)
-            if src.is_signed:   # sign-extended compute form: keep the field
+            if src.is_float:
+                b = V.encode_bits(em, r, src)
+            else:
+                b = r if r.type == U32 else em.mov(r, U32)
+            if src.is_signed and not src.is_float:   # sign-extended compute form: keep the field
                 b = em.bin(T.BinOp.AND, b, T.Imm(src.mask, U32), U32)
             o = k * n
             wi, sh = o // 32, o % 32
@@ -279,7 +349,7 @@ def record_half2(lw, tile: vm.RegisterTensor, layout, pairs, bound: float | None
 def half2_of(lw, tile: vm.RegisterTensor, layout):
     """The tile's pairs when it has a shadow in `layout`, else None."""
     rec = _half2_store(lw).get(tile)
-    return rec[1] if rec is not None and rec[0] == layout and defined_once(lw, tile) else None
+    return rec[1] if rec is not None and rec[0] == layout and _records_hold(lw, tile) else None
 
 
 def _half2_constant(lw, c, dt):
@@ -303,7 +373,10 @@ def _operand_pairs(lw, a, out: vm.RegisterTensor, lay):
         if a.dtype != out.dtype:
             return None
         pairs = _broadcast_pairs(lw, a, out, lay)
-        return None if pairs is None else (pairs, _half2_store(lw)[a][2])
+        if pairs is None:
+            return None
+        # The bound is of the first definition's value: only then the value read.
+        return pairs, (_half2_store(lw)[a][2] if defined_once(lw, a) else None)
     const = _half2_constant(lw, a, out.dtype)
     if const is None:
         return None

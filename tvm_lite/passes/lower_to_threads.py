@@ -42,7 +42,7 @@ from ..ir.shared_layout import SharedLayout, shared_row_major
 from . import lower_values as V
 # The instruction parts import this module's helpers lazily, so importing them here
 # makes no cycle at import time.
-from .lower_cast import lower_cast, lower_elementwise_half2
+from .lower_cast import assign_records, lower_cast, lower_elementwise_half2
 from .lower_dot import lower_convert_for_mma, lower_dot
 from .lower_memory import (lower_commit_async, lower_copy_async, lower_load, lower_load_shared, lower_store,
                            lower_store_shared, lower_wait_async)
@@ -497,6 +497,7 @@ class Lowerer:
 
     def lower_Assign(self, s: vm.Assign) -> None:
         regs = self.convert_layout(s.x, self.layout(s.out))
+        assign_records(self, s)     # the target's packed words / f16x2 pairs follow it
         self.define(s.out, regs)
 
     def lower_View(self, s: vm.View) -> None:
