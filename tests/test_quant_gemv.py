@@ -189,7 +189,7 @@ def test_prefetch_on_the_emulator(rng, wt, zero, m, g, k, target):
     """K is not a multiple of the k tile (200 = 3 x 64 + 8; 232 = 7 x 32 + 8;
     520 = 8 x 64 + 8; KB = min(G, BK)), so the last loads ahead fall past k,
     some of them wholly: they must read harmless zeros that are never used.
-    G = 128 and 256 take the two-register-set loop for <= 3 bits, G = 32 the
+    G = 128 and 256 take the two-register-set loop for <= 4 bits, G = 32 the
     one-ahead loop for every sub-byte type; u8 and zero points take the
     kernel without prefetch, which must be unchanged."""
     c, ref = run(target, rng, wt, g, m, k, 72, zero=zero, at="f16", **GPU_M16)
@@ -219,11 +219,11 @@ def _weight_load_rows(constants) -> tuple[list, list]:
 
 
 @pytest.mark.parametrize("wt, zero, g, before, inside", [
-    # <= 3 bits: two tiles before the loop, two per step, 2 tiles ahead
+    # <= 4 bits: two tiles before the loop, two per step, 2 tiles ahead
     ("u1", 0, 128, [0, 1], [2, 3]), ("u2", 0, 256, [0, 1], [2, 3]), ("u3", 0, 128, [0, 1], [2, 3]),
-    ("u2", 0, 64, [0], [1]),                 # one k tile per group: 1 ahead
-    ("u4", 0, 128, [0], [1]), ("i4", 0, 128, [0], [1]), ("u7", 0, 32, [0], [1]),     # 1 ahead
-    ("f6e3m2", 0, 128, [0], [1]), ("f4e2m1", 0, 64, [0], [1]),
+    ("u4", 0, 128, [0, 1], [2, 3]), ("i4", 0, 128, [0, 1], [2, 3]),
+    ("u2", 0, 64, [0], [1]), ("f4e2m1", 0, 64, [0], [1]),       # one k tile per group: 1 ahead
+    ("u5", 0, 128, [0], [1]), ("u7", 0, 32, [0], [1]), ("f6e3m2", 0, 128, [0], [1]),     # 1 ahead
     ("u8", 0, 128, [], [0]), ("f8e4m3", 0, 128, [], [0]),       # byte types: no prefetch
     ("u4", 1, 128, [], [0]), ("u2", 1, 128, [], [0]),           # zero points: no prefetch
     ("u4", 0, 96, [], [0]),                                     # G % KB != 0: no prefetch

@@ -60,3 +60,25 @@ def test_module_source_sass(tmp_path):
     mod = tl.compile(os.path.join(EXAMPLES, "vector_add.tl"), target="cuda:sm_90")
     text = mod.source("sass")
     assert ".text.vector_add" in text and "EXIT" in text and "LDG" in text
+
+
+def test_load_copies_counts_moves_of_loaded_registers():
+    """A move that reads a register a wide load of the loop wrote counts; a
+    move of any other register, or a load outside the loop, does not."""
+    listing = LISTING.replace(
+        "LOP3.LUT R5, R4, 0xf000f, R6, 0x6a, !PT ;",
+        "IMAD.MOV.U32 R20, RZ, RZ, R7 ;\n        /*0048*/                   MOV R21, R9 ;")
+    assert sass.load_copies(listing) == 1                    # R7 of LDG.E.128 R4 (R4-R7)
+    assert sass.load_copies(listing.replace("LDG.E.128 R4", "LDG.E.64 R4")) == 0    # R4-R5 only
+    assert sass.load_copies(LISTING) == 0
+
+
+@pytest.mark.parametrize("sm", [80, 90])
+@pytest.mark.parametrize("wt", ["u1", "u2", "u4"])
+def test_prefetched_tiles_stay_in_flight(wt, sm):
+    """quant_gemv's two register sets (PREFETCH, <= 4-bit weights) are loaded
+    2 k tiles ahead and read only by the dequant: no register copy of a
+    loaded tile, which would wait for the load within the iteration."""
+    p = sass.quant_matmul_profile(wt, 1, sm)
+    assert p["tiles"]["PREFETCH"] and p["counts"]["LDG"] > 0
+    assert p["load_copies"] == 0, p["counts"].most_common(8)

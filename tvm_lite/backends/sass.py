@@ -4,6 +4,7 @@ profile of its hot loop: what a kernel costs per element, read without a GPU.
     find_nvdisasm() -> str | None     $TL_NVDISASM, the nvidia-cuda-nvdisasm wheel, or PATH
     disassemble(cubin) -> str         nvdisasm's text (TLTargetError without nvdisasm)
     hot_loop(sass) -> Counter         opcodes of the hot loop (below)
+    load_copies(sass) -> int          its moves that read a wide load's destination
 
 The hot loop is the innermost loop that holds the kernel's matrix
 instructions (HMMA), or its largest loop when it has none, read off the
@@ -34,6 +35,8 @@ _ADDRESS = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;?\s*$")
 _LABEL = re.compile(r"^\s*(\.L_x_\d+):")
 _BRANCH = re.compile(r"\bBRA\b.*?`\((\.L_x_\d+)\)")
 _NARROW_GLOBAL_LOAD = re.compile(r"\bLDG\.E\.(U8|S8|U16|S16)\b")
+_WIDE_GLOBAL_LOAD = re.compile(r"\bLDG\.E\.(64|128)\s+R(\d+)")
+_REGISTER_MOVE = re.compile(r"(?:IMAD\.MOV(?:\.U32)? R\d+, RZ, RZ, |\bMOV R\d+, )R(\d+)\b")
 
 
 def find_nvdisasm() -> str | None:
@@ -92,8 +95,8 @@ def _opcode(instruction: str) -> str:
     return body.split()[0].split(".")[0] if body else ""
 
 
-def hot_loop(sass: str) -> Counter:
-    """Opcode counts of the hot loop (module docstring); empty without loops."""
+def _hot_loop_body(sass: str) -> list[tuple[int, str]]:
+    """The hot loop's (basic block, instruction) pairs (module docstring)."""
     code, labels = _instructions(sass)
     loops = []            # [first, last] instruction of each backward branch's loop
     for i, (_, x) in enumerate(code):
@@ -101,14 +104,38 @@ def hot_loop(sass: str) -> Counter:
         if target and labels.get(target.group(1), len(code)) <= i:
             loops.append((labels[target.group(1)], i))
     if not loops:
-        return Counter()
+        return []
     mma = [i for i, (_, x) in enumerate(code) if _opcode(x) == "HMMA"]
     holding = [(a, b) for a, b in loops if any(a <= i <= b for i in mma)]
     first, last = min(holding, key=lambda ab: ab[1] - ab[0]) if holding else \
         max(loops, key=lambda ab: ab[1] - ab[0])
-    body = code[first:last + 1]
+    return code[first:last + 1]
+
+
+def hot_loop(sass: str) -> Counter:
+    """Opcode counts of the hot loop (module docstring); empty without loops."""
+    body = _hot_loop_body(sass)
     fallback = {blk for blk, x in body if _NARROW_GLOBAL_LOAD.search(x)}
     return Counter(_opcode(x) for blk, x in body if blk not in fallback)
+
+
+def load_copies(sass: str) -> int:
+    """Register moves in the hot loop that read a register an earlier 64- or
+    128-bit global load of the loop wrote. A move waits for its load, so a
+    loop that copies the tile it just loaded (a loop-carried `w0 = ahead`)
+    has that load in flight only until the copy, not across iterations."""
+    loaded: set[int] = set()
+    copies = 0
+    for _, x in _hot_loop_body(sass):
+        load = _WIDE_GLOBAL_LOAD.search(x)
+        if load:
+            width = int(load.group(1)) // 32
+            loaded.update(range(int(load.group(2)), int(load.group(2)) + width))
+            continue
+        move = _REGISTER_MOVE.search(x)
+        if move and int(move.group(1)) in loaded:
+            copies += 1
+    return copies
 
 
 def mma_elements_per_thread(counts: Counter, block_m: int) -> float:
@@ -127,11 +154,12 @@ def quant_matmul_profile(wt: str, m: int, sm: int) -> dict:
     name, gpu = gpu_config(m, "f16")
     mod = tl.compile(kernel_source(name), target=f"cuda:sm_{sm}", WT=wt, AT="f16", ST="f16", G=128, ZERO=0, **gpu)
     compiled = compile_ptx(mod.source("ptx"), sm)
-    counts = hot_loop(disassemble(compiled.cubin))
+    text = disassemble(compiled.cubin)
+    counts = hot_loop(text)
     elements = mma_elements_per_thread(counts, gpu["BM"]) if gpu.get("BM") else 0
     total = sum(counts.values())
     return dict(kernel=name, tiles=gpu, registers=compiled.registers, loop=total, counts=counts,
-                per_element=total / elements if elements else None)
+                per_element=total / elements if elements else None, load_copies=load_copies(text))
 
 
 def main(argv=None) -> int:
@@ -145,8 +173,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dtypes", default=",".join(DEFAULT_DTYPES))
     parser.add_argument("--m", default="1,17", help="activation rows: one per kernel variant")
     args = parser.parse_args(argv)
-    print("| M | weights | kernel | registers | loop SASS | per weight | top opcodes |")
-    print("|---|---|---|---|---|---|---|")
+    print("| M | weights | kernel | registers | loop SASS | per weight | load copies | top opcodes |")
+    print("|---|---|---|---|---|---|---|---|")
     try:
         for m in (int(x) for x in args.m.split(",")):
             for wt in (x.strip() for x in args.dtypes.split(",") if x.strip()):
@@ -154,7 +182,8 @@ def main(argv=None) -> int:
                 tiles = " ".join(f"{k}={v}" for k, v in p["tiles"].items() if k != "DT")
                 per = "-" if p["per_element"] is None else f"{p['per_element']:.2f}"
                 top = " ".join(f"{op} {n}" for op, n in p["counts"].most_common(6))
-                print(f"| {m} | {wt} | {p['kernel']} {tiles} | {p['registers']} | {p['loop']} | {per} | {top} |")
+                print(f"| {m} | {wt} | {p['kernel']} {tiles} | {p['registers']} | {p['loop']} | {per} | "
+                      f"{p['load_copies']} | {top} |")
     except TLError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -166,4 +195,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["find_nvdisasm", "disassemble", "hot_loop", "mma_elements_per_thread", "quant_matmul_profile"]
+__all__ = ["find_nvdisasm", "disassemble", "hot_loop", "load_copies", "mma_elements_per_thread",
+           "quant_matmul_profile"]
