@@ -290,8 +290,8 @@ def _repack(lw, regs, src, run: int) -> list:
                 b = V.encode_bits(em, r, src)
             else:
                 b = r if r.type == U32 else em.mov(r, U32)
-            if src.is_signed and not src.is_float:   # sign-extended compute form: keep the field
-                b = em.bin(T.BinOp.AND, b, T.Imm(src.mask, U32), U32)
+                if src.is_signed:   # sign-extended compute form: keep the field
+                    b = em.bin(T.BinOp.AND, b, T.Imm(src.mask, U32), U32)
             o = k * n
             wi, sh = o // 32, o % 32
             part = em.bin(T.BinOp.SHL, b, T.Imm(sh, U32), U32) if sh else b
